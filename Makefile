@@ -1,0 +1,49 @@
+# BeTrace build. `make help` lists the targets; Taskfile.yml mirrors them.
+
+GO        ?= go
+BIN       := bin
+RULES_DIR := rules-examples
+RULE_OUT  := $(RULES_DIR)/build
+# Every folder under rules-examples/ with a main.go is a rule; its folder name is its id.
+RULE_IDS  := $(patsubst $(RULES_DIR)/%/main.go,%,$(wildcard $(RULES_DIR)/*/main.go))
+RULE_WASM := $(addprefix $(RULE_OUT)/,$(addsuffix .wasm,$(RULE_IDS)))
+GO_SRC    := $(shell find api guest-sdk -name '*.go' -not -name '*_test.go')
+
+# Host packages run under the race detector; the rest (SDK, contract) natively.
+HOST_PKGS  := ./host/...
+OTHER_PKGS := ./api/... ./guest-sdk/... ./cmd/...
+
+.PHONY: help build rules test vet bench run fmt clean
+
+help: ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
+
+build: rules ## build the betrace binary and the example rules
+	$(GO) build -o $(BIN)/betrace ./cmd/betrace
+
+rules: $(RULE_WASM) ## build every example rule into rules-examples/build/<rule-id>.wasm
+
+$(RULE_OUT)/%.wasm: $(RULES_DIR)/%/main.go $(GO_SRC)
+	@mkdir -p $(RULE_OUT)
+	GOOS=wasip1 GOARCH=wasm $(GO) build -buildmode=c-shared -trimpath -o $@ ./$(RULES_DIR)/$*
+
+vet: ## go vet and gofmt
+	$(GO) vet ./...
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	  if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
+
+test: rules vet ## run every test (race detector on host packages)
+	$(GO) test -race -count=1 -timeout 15m $(HOST_PKGS)
+	$(GO) test -count=1 -timeout 10m $(OTHER_PKGS)
+
+bench: rules ## run the benchmarks (figures in README.md)
+	$(GO) test -run '^$$' -bench . -benchmem -count 1 -timeout 30m ./host/...
+
+run: build ## run BeTrace
+	$(BIN)/betrace demo
+
+fmt: ## format the code
+	gofmt -w $$(find . -name '*.go' -not -path './.cache/*')
+
+clean: ## remove build outputs
+	rm -rf $(BIN) $(RULE_OUT) .cache

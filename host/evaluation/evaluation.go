@@ -1,0 +1,78 @@
+package evaluation
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"time"
+
+	"github.com/betracehq/betrace/host/abi"
+	"github.com/betracehq/betrace/host/rules"
+	"github.com/betracehq/betrace/host/sandbox"
+	"github.com/betracehq/betrace/host/traces"
+)
+
+// Rule is one loaded rule as the evaluator sees it.
+type Rule struct {
+	ID      string
+	Sandbox *sandbox.Sandbox
+	Strikes *rules.Strikes
+}
+
+// Verdict is what one rule said about one trace.
+type Verdict struct {
+	Rule       *Rule
+	Violations []abi.Violation // valid only during the callback
+	FuelUsed   uint64
+	Duration   time.Duration
+	// Fault is set when the call failed; Quarantine is set when that
+	// fault was the strike that quarantined the rule.
+	Fault      *sandbox.Fault
+	Quarantine *rules.Quarantine
+}
+
+// Evaluator runs traces through rules. It is not safe for concurrent use.
+type Evaluator struct {
+	enc        *abi.Encoder
+	violations []abi.Violation
+	now        func() time.Time
+}
+
+// New returns an Evaluator; now is the clock used for durations.
+func New(now func() time.Time) *Evaluator {
+	return &Evaluator{enc: abi.NewEncoder(), now: now}
+}
+
+// Evaluate encodes spans once and runs them through each rule that is not
+// quarantined, calling report with each rule's verdict in order. Violation
+// span indexes refer to Evaluator.SpanAt.
+func (e *Evaluator) Evaluate(ctx context.Context, spans []traces.Span, flags uint32, rs []*Rule, report func(Verdict)) {
+	encoded := e.enc.Encode(spans, flags)
+	n := uint32(len(spans))
+	for _, r := range rs {
+		if _, q := r.Strikes.Quarantined(); q {
+			continue
+		}
+		start := e.now()
+		res, err := r.Sandbox.Evaluate(ctx, encoded, n, e.violations[:0])
+		v := Verdict{Rule: r, Violations: res.Violations, FuelUsed: res.FuelUsed, Duration: e.now().Sub(start)}
+		e.violations = res.Violations[:0]
+		if err != nil {
+			var f *sandbox.Fault
+			if !errors.As(err, &f) {
+				f = &sandbox.Fault{Outcome: sandbox.OutcomeTrap, Err: err}
+			}
+			v.Fault, v.FuelUsed = f, f.FuelUsed
+			if f.Outcome != sandbox.OutcomeCanceled && len(spans) > 0 {
+				if q, tripped := r.Strikes.Record(rules.Strike{Reason: f.Outcome.String(), Err: f.Error(), FuelUsed: f.FuelUsed, TraceID: hex.EncodeToString(spans[0].TraceID[:])}); tripped {
+					v.Quarantine = &q
+				}
+			}
+		}
+		report(v)
+	}
+}
+
+// SpanAt maps a violation's span index from the last Evaluate back to the
+// index of that span in the slice that was evaluated.
+func (e *Evaluator) SpanAt(index uint32) int { return e.enc.SpanAt(index) }

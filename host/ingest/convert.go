@@ -1,0 +1,119 @@
+package ingest
+
+import (
+	"errors"
+	"fmt"
+	"math"
+
+	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/pdata/ptrace"
+
+	"github.com/betracehq/betrace/api/abiv1"
+	"github.com/betracehq/betrace/host/traces"
+)
+
+// Reasons a span is rejected; they are also the reason label of
+// betrace_spans_rejected_total.
+var (
+	ErrEmptyTraceID = errors.New("span has an empty trace ID")
+	ErrEmptySpanID  = errors.New("span has an empty span ID")
+	ErrEmptyName    = errors.New("span has an empty name")
+)
+
+// Rejected describes one span that Convert refused.
+type Rejected struct {
+	Index int // position of the span in the request, counting from 0
+	Err   error
+}
+
+// Convert appends the valid spans of td to dst and returns the refused ones.
+// Spans of one resource share a single ResourceAttrs slice.
+func Convert(dst []traces.Span, td ptrace.Traces) ([]traces.Span, []Rejected) {
+	var rejected []Rejected
+	index := 0
+	rss := td.ResourceSpans()
+	for i := 0; i < rss.Len(); i++ {
+		rs := rss.At(i)
+		res := rs.Resource().Attributes()
+		service := ""
+		if v, ok := res.Get("service.name"); ok {
+			service = v.AsString()
+		}
+		resAttrs := appendAttrs(nil, res)
+		sss := rs.ScopeSpans()
+		for j := 0; j < sss.Len(); j++ {
+			spans := sss.At(j).Spans()
+			for k := 0; k < spans.Len(); k++ {
+				sp := spans.At(k)
+				if err := check(sp); err != nil {
+					rejected = append(rejected, Rejected{Index: index, Err: err})
+					index++
+					continue
+				}
+				index++
+				dst = append(dst, traces.Span{
+					TraceID:       sp.TraceID(),
+					SpanID:        sp.SpanID(),
+					ParentSpanID:  sp.ParentSpanID(),
+					Name:          sp.Name(),
+					Service:       service,
+					Kind:          uint8(sp.Kind()),
+					StatusCode:    uint8(sp.Status().Code()),
+					StatusMessage: sp.Status().Message(),
+					StartUnixNano: uint64(sp.StartTimestamp()),
+					EndUnixNano:   uint64(sp.EndTimestamp()),
+					Attrs:         appendAttrs(nil, sp.Attributes()),
+					ResourceAttrs: resAttrs,
+				})
+			}
+		}
+	}
+	return dst, rejected
+}
+
+func check(sp ptrace.Span) error {
+	switch {
+	case sp.TraceID().IsEmpty():
+		return ErrEmptyTraceID
+	case sp.SpanID().IsEmpty():
+		return ErrEmptySpanID
+	case sp.Name() == "":
+		return fmt.Errorf("%w (span %s)", ErrEmptyName, sp.SpanID())
+	}
+	return nil
+}
+
+func appendAttrs(dst []traces.Attr, m pcommon.Map) []traces.Attr {
+	if m.Len() == 0 {
+		return dst
+	}
+	if dst == nil {
+		dst = make([]traces.Attr, 0, m.Len())
+	}
+	for k, v := range m.All() {
+		a := traces.Attr{Key: k}
+		switch v.Type() {
+		case pcommon.ValueTypeStr:
+			a.Type, a.Str = abiv1.ValueString, v.Str()
+		case pcommon.ValueTypeBool:
+			a.Type = abiv1.ValueBool
+			if v.Bool() {
+				a.Num = 1
+			}
+		case pcommon.ValueTypeInt:
+			a.Type, a.Num = abiv1.ValueInt, uint64(v.Int())
+		case pcommon.ValueTypeDouble:
+			a.Type, a.Num = abiv1.ValueDouble, math.Float64bits(v.Double())
+		case pcommon.ValueTypeBytes:
+			a.Type, a.Str = abiv1.ValueBytes, string(v.Bytes().AsRaw())
+		case pcommon.ValueTypeSlice:
+			a.Type, a.Str = abiv1.ValueArray, v.AsString()
+		case pcommon.ValueTypeMap:
+			a.Type, a.Str = abiv1.ValueMap, v.AsString()
+		default:
+			a.Type = abiv1.ValueEmpty
+		}
+		dst = append(dst, a)
+	}
+	return dst
+}

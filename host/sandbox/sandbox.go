@@ -1,0 +1,488 @@
+package sandbox
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/tetratelabs/wazero"
+	"github.com/tetratelabs/wazero/api"
+	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
+	"github.com/tetratelabs/wazero/sys"
+
+	"github.com/betracehq/betrace/api/abiv1"
+	"github.com/betracehq/betrace/host/abi"
+	"github.com/betracehq/betrace/host/meter"
+)
+
+// allowedImports are the only host functions a rule may import: what a Go
+// wasip1 guest links, all of them harmless under wazero's WASI defaults (no
+// preopened directories, fake clocks, deterministic randomness).
+var allowedImports = map[string]map[string]bool{
+	"wasi_snapshot_preview1": {
+		"args_get": true, "args_sizes_get": true, "environ_get": true, "environ_sizes_get": true,
+		"clock_time_get": true, "clock_res_get": true, "random_get": true, "proc_exit": true,
+		"sched_yield": true, "poll_oneoff": true, "fd_write": true,
+	},
+}
+
+// Host holds what sandboxes share: the compilation cache. Close it after
+// every Sandbox it loaded.
+type Host struct {
+	cache wazero.CompilationCache
+	meter meter.Config
+}
+
+// NewHost returns a Host whose compiled code is cached in cacheDir, so a
+// restart does not recompile every rule; "" keeps the cache in memory.
+func NewHost(cacheDir string) (*Host, error) {
+	cache := wazero.NewCompilationCache()
+	if cacheDir != "" {
+		var err error
+		if cache, err = wazero.NewCompilationCacheWithDir(cacheDir); err != nil {
+			return nil, fmt.Errorf("sandbox: open compilation cache in %s: %w", cacheDir, err)
+		}
+	}
+	return &Host{cache: cache, meter: meter.DefaultConfig()}, nil
+}
+
+// Close releases the compilation cache.
+func (h *Host) Close(ctx context.Context) error { return h.cache.Close(ctx) }
+
+// Sandbox is one admitted rule module with its runtime and instance pool.
+type Sandbox struct {
+	limits    Limits
+	metered   bool
+	runtime   wazero.Runtime
+	compiled  wazero.CompiledModule
+	moduleCfg wazero.ModuleConfig
+	desc      abi.Description
+	log       *Log
+
+	idle  chan *instance
+	slots chan struct{} // one token per live instance
+
+	mu     sync.RWMutex // held for reading by calls, for writing by Close
+	closed atomic.Bool
+
+	created, discarded atomic.Uint64
+}
+
+// Stats counts instance turnover: every fault and every recycle discards
+// an instance and a later call creates a fresh one.
+type Stats struct {
+	Created, Discarded uint64
+}
+
+// Stats returns the instance counters.
+func (s *Sandbox) Stats() Stats {
+	return Stats{Created: s.created.Load(), Discarded: s.discarded.Load()}
+}
+
+// instance is one wazero module instance and what a call needs of it.
+type instance struct {
+	mod      api.Module
+	mem      api.Memory
+	fuel     api.MutableGlobal // nil when unmetered
+	input    api.Function
+	evaluate api.Function
+	stack    [2]uint64
+	stderr   *tail
+}
+
+// Load admits module under limits and returns its Sandbox, or an error that
+// wraps one of the admission errors and names the problem.
+func (h *Host) Load(ctx context.Context, module []byte, limits Limits) (*Sandbox, error) {
+	return h.load(ctx, module, limits, true)
+}
+
+func (h *Host) load(ctx context.Context, module []byte, limits Limits, metered bool) (*Sandbox, error) {
+	if err := limits.Validate(); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidLimits, err)
+	}
+	lim := limits.withDefaults()
+	if len(module) > lim.MaxModuleBytes {
+		return nil, fmt.Errorf("%w: %d bytes, the limit is %d", ErrModuleTooLarge, len(module), lim.MaxModuleBytes)
+	}
+	if !bytes.HasPrefix(module, []byte("\x00asm")) {
+		return nil, fmt.Errorf("%w: the file does not start with the wasm magic bytes (\\0asm)%s", ErrNotWasm, sniff(module))
+	}
+	if len(module) < 8 || !bytes.Equal(module[4:8], []byte{1, 0, 0, 0}) {
+		return nil, fmt.Errorf("%w: only binary format version 1 is supported", ErrInvalidModule)
+	}
+	code := module
+	if metered {
+		var err error
+		if code, err = meter.Instrument(module, h.meter); err != nil {
+			var unsupported *meter.UnsupportedError
+			if errors.As(err, &unsupported) {
+				return nil, fmt.Errorf("%w: %w", ErrMeteringFailed, err)
+			}
+			return nil, fmt.Errorf("%w: %w", ErrInvalidModule, err)
+		}
+	}
+
+	rt := wazero.NewRuntimeWithConfig(ctx, wazero.NewRuntimeConfig().
+		WithCompilationCache(h.cache).
+		WithMemoryLimitPages(lim.MemoryPages))
+	s := &Sandbox{
+		limits:  lim,
+		metered: metered,
+		runtime: rt,
+		log:     newLog(lim.LogBytes),
+		idle:    make(chan *instance, lim.Instances),
+		slots:   make(chan struct{}, lim.Instances),
+	}
+	if err := s.admit(ctx, code); err != nil {
+		rt.Close(ctx)
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *Sandbox) admit(ctx context.Context, code []byte) error {
+	compiled, err := s.runtime.CompileModule(ctx, code)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidModule, err)
+	}
+	s.compiled = compiled
+	for _, f := range compiled.ImportedFunctions() {
+		mod, name, _ := f.Import()
+		if !allowedImports[mod][name] {
+			return fmt.Errorf("%w: %s.%s%s; rules may import only the WASI calls a Go guest needs (no filesystem, sockets or other host modules)", ErrImportNotAllowed, mod, name, importHint(mod, name))
+		}
+	}
+	for _, m := range compiled.ImportedMemories() {
+		mod, name, _ := m.Import()
+		return fmt.Errorf("%w: memory %s.%s; a rule must define its own memory", ErrImportNotAllowed, mod, name)
+	}
+	if err := checkExports(compiled); err != nil {
+		return err
+	}
+	if _, err := wasi_snapshot_preview1.Instantiate(ctx, s.runtime); err != nil {
+		return fmt.Errorf("sandbox: instantiate WASI: %w", err)
+	}
+	s.moduleCfg = wazero.NewModuleConfig().
+		WithName("").
+		WithStartFunctions(). // _initialize runs under a fuel budget in newInstance
+		WithStderr(s.log)
+
+	// The first instance proves initialization works and answers the
+	// version and description; it then joins the pool.
+	s.slots <- struct{}{}
+	inst, err := s.newInstance(ctx)
+	if err != nil {
+		<-s.slots
+		return fmt.Errorf("%w: %w", ErrInitFailed, err)
+	}
+	if err := s.describe(ctx, inst); err != nil {
+		s.discard(ctx, inst)
+		return err
+	}
+	s.idle <- inst
+	return nil
+}
+
+func checkExports(m wazero.CompiledModule) error {
+	want := []struct {
+		name            string
+		params, results []api.ValueType
+		optional        bool
+	}{
+		{abiv1.ExportABIVersion, nil, []api.ValueType{api.ValueTypeI32}, false},
+		{abiv1.ExportInput, []api.ValueType{api.ValueTypeI32}, []api.ValueType{api.ValueTypeI32}, false},
+		{abiv1.ExportEvaluate, []api.ValueType{api.ValueTypeI32}, []api.ValueType{api.ValueTypeI64}, false},
+		{abiv1.ExportDescribe, nil, []api.ValueType{api.ValueTypeI64}, true},
+		{abiv1.ExportInitialize, nil, nil, true},
+	}
+	funcs := m.ExportedFunctions()
+	for _, w := range want {
+		f, ok := funcs[w.name]
+		if !ok {
+			if w.optional {
+				continue
+			}
+			return fmt.Errorf("%w: the module does not export function %q (ABI v1 needs %s, %s and %s)", ErrMissingExport, w.name, abiv1.ExportABIVersion, abiv1.ExportInput, abiv1.ExportEvaluate)
+		}
+		if !sameTypes(f.ParamTypes(), w.params) || !sameTypes(f.ResultTypes(), w.results) {
+			return fmt.Errorf("%w: %s has type %s, ABI v1 needs %s", ErrMissingExport, w.name, signature(f.ParamTypes(), f.ResultTypes()), signature(w.params, w.results))
+		}
+	}
+	if _, ok := m.ExportedMemories()[abiv1.ExportMemory]; !ok {
+		return fmt.Errorf("%w: the module does not export its memory as %q", ErrMissingExport, abiv1.ExportMemory)
+	}
+	return nil
+}
+
+// describe checks the ABI version and reads the self-description.
+func (s *Sandbox) describe(ctx context.Context, inst *instance) error {
+	s.setFuel(inst, s.limits.Fuel)
+	st := inst.stack[:]
+	if err := inst.mod.ExportedFunction(abiv1.ExportABIVersion).CallWithStack(ctx, st); err != nil {
+		return fmt.Errorf("%w: %s: %w", ErrInitFailed, abiv1.ExportABIVersion, err)
+	}
+	if v := uint32(st[0]); v != abiv1.Version {
+		return fmt.Errorf("%w: the module speaks ABI version %d, this host speaks version %d", ErrABIVersion, v, abiv1.Version)
+	}
+	f := inst.mod.ExportedFunction(abiv1.ExportDescribe)
+	if f == nil {
+		return nil
+	}
+	if err := f.CallWithStack(ctx, st); err != nil {
+		return fmt.Errorf("%w: %s: %w", ErrInitFailed, abiv1.ExportDescribe, err)
+	}
+	ptr, n := abiv1.Unpack(st[0])
+	b, ok := inst.mem.Read(ptr, n)
+	if !ok {
+		return fmt.Errorf("%w: %s returned %d bytes at %#x, past the end of memory (%d bytes)", ErrInitFailed, abiv1.ExportDescribe, n, ptr, inst.mem.Size())
+	}
+	d, err := abi.DecodeDescription(b)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrInitFailed, err)
+	}
+	s.desc = d
+	return nil
+}
+
+// Description is what the module said about itself (zero if it exports no
+// description).
+func (s *Sandbox) Description() abi.Description { return s.desc }
+
+// Limits returns the effective limits, defaults filled in.
+func (s *Sandbox) Limits() Limits { return s.limits }
+
+// Log returns the tail of what the rule wrote to stderr.
+func (s *Sandbox) Log() []byte { return s.log.Bytes() }
+
+func (s *Sandbox) newInstance(ctx context.Context) (*instance, error) {
+	t := &tail{log: s.log}
+	mod, err := s.runtime.InstantiateModule(ctx, s.compiled, s.moduleCfg.WithStderr(t))
+	if err != nil {
+		return nil, fmt.Errorf("instantiate: %w", err)
+	}
+	s.created.Add(1)
+	inst := &instance{
+		mod:      mod,
+		mem:      mod.ExportedMemory(abiv1.ExportMemory),
+		input:    mod.ExportedFunction(abiv1.ExportInput),
+		evaluate: mod.ExportedFunction(abiv1.ExportEvaluate),
+		stderr:   t,
+	}
+	if s.metered {
+		g, ok := mod.ExportedGlobal(abiv1.ExportFuel).(api.MutableGlobal)
+		if !ok {
+			mod.Close(ctx)
+			return nil, fmt.Errorf("metered module lacks the %s global", abiv1.ExportFuel)
+		}
+		inst.fuel = g
+	}
+	if init := mod.ExportedFunction(abiv1.ExportInitialize); init != nil {
+		s.setFuel(inst, s.limits.InitFuel)
+		if err := init.CallWithStack(ctx, inst.stack[:]); err != nil {
+			f := s.fault(ctx, inst, err, s.limits.InitFuel)
+			mod.Close(ctx)
+			s.discarded.Add(1)
+			return nil, fmt.Errorf("%s: %w", abiv1.ExportInitialize, f)
+		}
+	}
+	return inst, nil
+}
+
+func (s *Sandbox) setFuel(inst *instance, budget uint64) {
+	if inst.fuel != nil {
+		inst.fuel.Set(budget)
+	}
+}
+
+// remaining returns the fuel left; negative once the budget ran out.
+func (s *Sandbox) remaining(inst *instance) int64 {
+	if inst.fuel == nil {
+		return 0
+	}
+	return int64(inst.fuel.Get())
+}
+
+// Result is what one completed evaluation returned.
+type Result struct {
+	Violations []abi.Violation
+	FuelUsed   uint64
+}
+
+// Evaluate runs the encoded trace (spanCount spans) through the rule and
+// appends its violations to dst.Violations. A failed call returns a *Fault.
+func (s *Sandbox) Evaluate(ctx context.Context, encoded []byte, spanCount uint32, dst []abi.Violation) (Result, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed.Load() {
+		return Result{Violations: dst}, ErrClosed
+	}
+	inst, err := s.acquire(ctx)
+	if err != nil {
+		return Result{Violations: dst}, err
+	}
+	budget := s.limits.Fuel
+	res, err := s.call(ctx, inst, encoded, spanCount, budget, dst)
+	if err != nil {
+		s.discard(ctx, inst)
+		return res, err
+	}
+	if inst.mem.Size() > s.limits.RecyclePages*65536 {
+		s.discard(ctx, inst)
+	} else {
+		s.idle <- inst
+	}
+	return res, nil
+}
+
+func (s *Sandbox) call(ctx context.Context, inst *instance, encoded []byte, spanCount uint32, budget uint64, dst []abi.Violation) (Result, error) {
+	inst.stderr.buf = inst.stderr.buf[:0]
+	s.setFuel(inst, budget)
+	st := inst.stack[:]
+	st[0] = uint64(len(encoded))
+	if err := inst.input.CallWithStack(ctx, st); err != nil {
+		return Result{Violations: dst}, s.fault(ctx, inst, err, budget)
+	}
+	ptr := uint32(st[0])
+	if !inst.mem.Write(ptr, encoded) {
+		return Result{Violations: dst}, &Fault{Outcome: OutcomeABIViolation, FuelUsed: s.used(inst, budget),
+			Err: fmt.Errorf("%s returned a %d-byte buffer at %#x, past the end of memory (%d bytes)", abiv1.ExportInput, len(encoded), ptr, inst.mem.Size())}
+	}
+	st[0] = uint64(len(encoded))
+	if err := inst.evaluate.CallWithStack(ctx, st); err != nil {
+		return Result{Violations: dst}, s.fault(ctx, inst, err, budget)
+	}
+	used := s.used(inst, budget)
+	ptr, n := abiv1.Unpack(st[0])
+	out, ok := inst.mem.Read(ptr, n)
+	if !ok {
+		return Result{Violations: dst, FuelUsed: used}, &Fault{Outcome: OutcomeABIViolation, FuelUsed: used,
+			Err: fmt.Errorf("%s returned a %d-byte result at %#x, past the end of memory (%d bytes)", abiv1.ExportEvaluate, n, ptr, inst.mem.Size())}
+	}
+	vs, err := abi.DecodeResult(dst, out, spanCount)
+	if err != nil {
+		return Result{Violations: dst, FuelUsed: used}, &Fault{Outcome: OutcomeABIViolation, FuelUsed: used, Err: err}
+	}
+	return Result{Violations: vs, FuelUsed: used}, nil
+}
+
+func (s *Sandbox) used(inst *instance, budget uint64) uint64 {
+	left := s.remaining(inst)
+	if left < 0 {
+		return budget
+	}
+	return budget - uint64(left)
+}
+
+// fault classifies a failed call.
+func (s *Sandbox) fault(ctx context.Context, inst *instance, err error, budget uint64) *Fault {
+	f := &Fault{Outcome: OutcomeTrap, FuelUsed: s.used(inst, budget), Err: err}
+	said := inst.stderr.summary()
+	var exit *sys.ExitError
+	switch {
+	case ctx.Err() != nil:
+		f.Outcome = OutcomeCanceled
+	case inst.fuel != nil && s.remaining(inst) < 0:
+		f.Outcome = OutcomeFuelExhausted
+		f.Err = fmt.Errorf("fuel budget of %d exhausted", budget)
+		return f
+	case strings.Contains(said, "out of memory") || inst.mem.Size() >= s.limits.MemoryPages*65536-65536:
+		f.Outcome = OutcomeMemoryExceeded
+		f.Err = fmt.Errorf("memory cap of %d pages (%d MiB) reached", s.limits.MemoryPages, s.limits.MemoryPages/16)
+	case errors.As(err, &exit):
+		f.Err = fmt.Errorf("guest exited with code %d", exit.ExitCode())
+	}
+	if said != "" {
+		f.Err = fmt.Errorf("%w: guest said %q", f.Err, said)
+	}
+	return f
+}
+
+func (s *Sandbox) acquire(ctx context.Context) (*instance, error) {
+	select {
+	case inst := <-s.idle:
+		return inst, nil
+	default:
+	}
+	select {
+	case inst := <-s.idle:
+		return inst, nil
+	case s.slots <- struct{}{}:
+		inst, err := s.newInstance(ctx)
+		if err != nil {
+			<-s.slots
+			var f *Fault
+			if errors.As(err, &f) {
+				return nil, f
+			}
+			return nil, &Fault{Outcome: OutcomeTrap, Err: err}
+		}
+		return inst, nil
+	case <-ctx.Done():
+		return nil, &Fault{Outcome: OutcomeCanceled, Err: ctx.Err()}
+	}
+}
+
+func (s *Sandbox) discard(ctx context.Context, inst *instance) {
+	inst.mod.Close(context.WithoutCancel(ctx))
+	s.discarded.Add(1)
+	<-s.slots
+}
+
+// Close waits for running calls, then frees every instance and the runtime.
+// It is safe to call more than once.
+func (s *Sandbox) Close(ctx context.Context) error {
+	if s.closed.Swap(true) {
+		return nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.runtime.Close(ctx)
+}
+
+func sameTypes(a, b []api.ValueType) bool { return bytes.Equal(a, b) }
+
+func signature(params, results []api.ValueType) string {
+	name := func(ts []api.ValueType) string {
+		parts := make([]string, len(ts))
+		for i, t := range ts {
+			parts[i] = api.ValueTypeName(t)
+		}
+		return "(" + strings.Join(parts, ", ") + ")"
+	}
+	return name(params) + " -> " + name(results)
+}
+
+func importHint(mod, name string) string {
+	switch {
+	case mod == "wasi_snapshot_preview1" && strings.HasPrefix(name, "sock_"):
+		return " (network access)"
+	case mod == "wasi_snapshot_preview1" && (strings.HasPrefix(name, "path_") || strings.HasPrefix(name, "fd_")):
+		return " (filesystem access)"
+	case mod == "env":
+		return " (the module expects an \"env\" host, e.g. a C/Emscripten runtime)"
+	}
+	return ""
+}
+
+// sniff names common non-wasm files so the error says what was uploaded.
+func sniff(b []byte) string {
+	switch {
+	case len(b) == 0:
+		return "; it is empty"
+	case bytes.HasPrefix(b, []byte("\x7fELF")):
+		return "; it looks like a native ELF executable"
+	case bytes.HasPrefix(b, []byte("PK\x03\x04")):
+		return "; it looks like a zip archive"
+	case bytes.HasPrefix(b, []byte("(module")):
+		return "; it looks like WebAssembly text (.wat): compile it to binary first"
+	case bytes.HasPrefix(b, []byte("\x1f\x8b")):
+		return "; it looks gzip-compressed"
+	case b[0] == '{' || b[0] == '<' || b[0] == '#':
+		return "; it looks like text"
+	}
+	return ""
+}

@@ -1,0 +1,351 @@
+package sandbox
+
+import (
+	"context"
+	"errors"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/betracehq/betrace/host/abi"
+	"github.com/betracehq/betrace/host/internal/testrules"
+	"github.com/betracehq/betrace/host/traces"
+)
+
+func newHost(t testing.TB) *Host {
+	t.Helper()
+	h, err := NewHost(testrules.CacheDir(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.Close(context.Background()) })
+	return h
+}
+
+func load(t testing.TB, h *Host, module []byte, lim Limits) *Sandbox {
+	t.Helper()
+	s, err := h.Load(context.Background(), module, lim)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close(context.Background()) })
+	return s
+}
+
+func evaluate(t testing.TB, s *Sandbox, spans []traces.Span) (Result, error) {
+	t.Helper()
+	enc := abi.NewEncoder()
+	b := enc.Encode(spans, 0)
+	return s.Evaluate(context.Background(), b, uint32(len(spans)), nil)
+}
+
+func TestRealRules(t *testing.T) {
+	h := newHost(t)
+	for _, id := range testrules.Real {
+		t.Run(id, func(t *testing.T) {
+			s := load(t, h, testrules.Module(t, id), Limits{})
+			if got := s.Description().ID; got != id {
+				t.Fatalf("module describes itself as %q", got)
+			}
+			res, err := evaluate(t, s, testrules.Trace(t, id+".violating"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := testrules.Expected[id]; len(res.Violations) != want {
+				t.Fatalf("violating trace: %d violations, want %d: %+v", len(res.Violations), want, res.Violations)
+			}
+			for _, v := range res.Violations {
+				if v.Message == "" {
+					t.Fatal("violation without a message")
+				}
+			}
+			if res.FuelUsed == 0 {
+				t.Fatal("no fuel used")
+			}
+			res, err = evaluate(t, s, testrules.Trace(t, id+".clean"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(res.Violations) != 0 {
+				t.Fatalf("clean trace: %d violations: %+v", len(res.Violations), res.Violations)
+			}
+		})
+	}
+}
+
+// TestMeteringChangesNoVerdict runs every real rule on every sample trace
+// metered and unmetered: with an ample budget the answers must be identical.
+func TestMeteringChangesNoVerdict(t *testing.T) {
+	h := newHost(t)
+	var samples [][]traces.Span
+	for _, id := range testrules.Real {
+		samples = append(samples, testrules.Trace(t, id+".violating"), testrules.Trace(t, id+".clean"))
+	}
+	for _, id := range testrules.Real {
+		t.Run(id, func(t *testing.T) {
+			mod := testrules.Module(t, id)
+			metered := load(t, h, mod, Limits{})
+			plain, err := h.load(context.Background(), mod, Limits{}, false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer plain.Close(context.Background())
+			for i, spans := range samples {
+				a, err := evaluate(t, metered, spans)
+				if err != nil {
+					t.Fatal(err)
+				}
+				b, err := evaluate(t, plain, spans)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !sameViolations(a.Violations, b.Violations) {
+					t.Fatalf("sample %d: metered %+v, unmetered %+v", i, a.Violations, b.Violations)
+				}
+			}
+		})
+	}
+}
+
+func sameViolations(a, b []abi.Violation) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i].SpanIndex != b[i].SpanIndex || a[i].Message != b[i].Message || len(a[i].Attrs) != len(b[i].Attrs) {
+			return false
+		}
+		for j := range a[i].Attrs {
+			if a[i].Attrs[j] != b[i].Attrs[j] {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+func TestFuelIsDeterministic(t *testing.T) {
+	h := newHost(t)
+	s := load(t, h, testrules.Module(t, "n-plus-one-queries"), Limits{})
+	spans := testrules.Trace(t, "n-plus-one-queries.violating")
+	first, err := evaluate(t, s, spans)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 5 {
+		r, err := evaluate(t, s, spans)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.FuelUsed != first.FuelUsed {
+			t.Fatalf("fuel used %d then %d on the same trace", first.FuelUsed, r.FuelUsed)
+		}
+	}
+}
+
+func TestAdversarialRules(t *testing.T) {
+	h := newHost(t)
+	spans := testrules.Trace(t, "payment-fraud-check.violating")
+	tests := []struct {
+		id      string
+		spans   []traces.Span
+		outcome Outcome
+		says    string // part of the fault's message
+	}{
+		{"runaway-loop", spans, OutcomeFuelExhausted, "fuel budget"},
+		{"exp-recursion", spans, OutcomeFuelExhausted, "fuel budget"},
+		{"memory-hog", spans, OutcomeMemoryExceeded, "memory cap"},
+		{"panicker", spans, OutcomeTrap, "panic"},
+		{"abi-liar", spans, OutcomeABIViolation, "span index"},
+		{"abi-liar", append(append([]traces.Span(nil), spans...), traces.Span{TraceID: spans[0].TraceID, SpanID: [8]byte{0xab}, Name: "abi.bad_length"}), OutcomeABIViolation, "past the end of memory"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.id, func(t *testing.T) {
+			s := load(t, h, testrules.Module(t, tt.id), Limits{})
+			for call := range 3 { // each call gets a fresh instance and fails the same way
+				_, err := evaluate(t, s, tt.spans)
+				var f *Fault
+				if !errors.As(err, &f) {
+					t.Fatalf("call %d: err = %v, want a *Fault", call, err)
+				}
+				if f.Outcome != tt.outcome || !strings.Contains(f.Error(), tt.says) {
+					t.Fatalf("call %d: fault %v (%s), want %s mentioning %q", call, f, f.Outcome, tt.outcome, tt.says)
+				}
+				if tt.outcome == OutcomeFuelExhausted && f.FuelUsed != s.Limits().Fuel {
+					t.Fatalf("fuel used %d, budget %d", f.FuelUsed, s.Limits().Fuel)
+				}
+			}
+			st := s.Stats()
+			if st.Discarded < 3 || st.Created < 3 {
+				t.Fatalf("instances created %d, discarded %d: failed instances must be replaced", st.Created, st.Discarded)
+			}
+		})
+	}
+}
+
+func TestPanickerLogCaptured(t *testing.T) {
+	h := newHost(t)
+	s := load(t, h, testrules.Module(t, "panicker"), Limits{LogBytes: 256})
+	for range 10 {
+		evaluate(t, s, testrules.Trace(t, "payment-fraud-check.violating"))
+	}
+	log := s.Log()
+	if len(log) > 256 || !strings.Contains(string(log), "goroutine") {
+		t.Fatalf("log of %d bytes: %q", len(log), log)
+	}
+}
+
+// TestMemoryCapHoldsForHost checks that a rule that keeps allocating is
+// stopped at its cap and that the host's own heap does not grow with it.
+func TestMemoryCapHoldsForHost(t *testing.T) {
+	h := newHost(t)
+	lim := Limits{MemoryPages: 256, Instances: 1} // 16 MiB
+	s := load(t, h, testrules.Module(t, "memory-hog"), lim)
+	spans := testrules.Trace(t, "payment-fraud-check.violating")
+	heap := func() uint64 {
+		runtime.GC()
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		return ms.HeapInuse
+	}
+	before := heap()
+	for range 20 {
+		if _, err := evaluate(t, s, spans); err == nil {
+			continue // the hog needs a few calls to reach its cap
+		}
+	}
+	after := heap()
+	// At most one live instance of 16 MiB plus slack; twenty hogs that
+	// were never stopped would hold over 300 MiB.
+	if grown := int64(after) - int64(before); grown > 48<<20 {
+		t.Fatalf("host heap grew by %d MiB running memory-hog under a 16 MiB cap", grown>>20)
+	}
+}
+
+func TestAdmission(t *testing.T) {
+	h := newHost(t)
+	good := abiModule(1)
+	wrongVersion := abiModule(2)
+	noEvaluate := abiModule(1)
+	noEvaluate.funcs = noEvaluate.funcs[:2]
+	fsImport := abiModule(1)
+	fsImport.imports = []wasmImport{{"wasi_snapshot_preview1", "path_open", []byte{i32, i32, i32, i32, i32, i64, i64, i32, i32}, []byte{i32}}}
+	sockImport := abiModule(1)
+	sockImport.imports = []wasmImport{{"wasi_snapshot_preview1", "sock_accept", []byte{i32, i32, i32}, []byte{i32}}}
+	envImport := abiModule(1)
+	envImport.imports = []wasmImport{{"env", "abort", nil, nil}}
+	badType := abiModule(1)
+	badType.funcs[2].results = []byte{i32}
+	badType.funcs[2].body = []byte{0x41, 0x00}
+	noMemory := abiModule(1)
+	noMemory.exportMem = false
+
+	tests := []struct {
+		name   string
+		module []byte
+		lim    Limits
+		err    error
+		says   string
+	}{
+		{"garbage bytes", []byte{0xde, 0xad, 0xbe, 0xef, 1, 2, 3}, Limits{}, ErrNotWasm, "magic"},
+		{"empty", nil, Limits{}, ErrNotWasm, "empty"},
+		{"native executable", []byte("\x7fELF\x02\x01\x01\x00"), Limits{}, ErrNotWasm, "ELF"},
+		{"wasm text", []byte("(module (func))"), Limits{}, ErrNotWasm, ".wat"},
+		{"truncated wasm", good.bytes()[:30], Limits{}, ErrInvalidModule, ""},
+		{"wrong binary version", append([]byte("\x00asm\x02\x00\x00\x00"), good.bytes()[8:]...), Limits{}, ErrInvalidModule, "version"},
+		{"missing export", noEvaluate.bytes(), Limits{}, ErrMissingExport, "betrace_evaluate"},
+		{"mistyped export", badType.bytes(), Limits{}, ErrMissingExport, "betrace_evaluate"},
+		{"memory not exported", noMemory.bytes(), Limits{}, ErrMissingExport, "memory"},
+		{"wrong ABI version", wrongVersion.bytes(), Limits{}, ErrABIVersion, "version 2"},
+		{"filesystem import", fsImport.bytes(), Limits{}, ErrImportNotAllowed, "wasi_snapshot_preview1.path_open"},
+		{"socket import", sockImport.bytes(), Limits{}, ErrImportNotAllowed, "wasi_snapshot_preview1.sock_accept"},
+		{"foreign host import", envImport.bytes(), Limits{}, ErrImportNotAllowed, "env.abort"},
+		{"oversize module", good.bytes(), Limits{MaxModuleBytes: 16}, ErrModuleTooLarge, "limit is 16"},
+		{"init out of fuel", testrules.Module(t, "payment-fraud-check"), Limits{InitFuel: 1000}, ErrInitFailed, "fuel"},
+		{"memory cap below the module minimum", testrules.Module(t, "payment-fraud-check"), Limits{MemoryPages: 4}, ErrInvalidModule, "over limit of 4 pages"},
+		{"bad limits", good.bytes(), Limits{MemoryPages: MaxMemoryPages + 1}, ErrInvalidLimits, "memoryPages"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s, err := h.Load(context.Background(), tt.module, tt.lim)
+			if err == nil {
+				s.Close(context.Background())
+				t.Fatal("module admitted")
+			}
+			if !errors.Is(err, tt.err) || !strings.Contains(err.Error(), tt.says) {
+				t.Fatalf("err = %v, want %v mentioning %q", err, tt.err, tt.says)
+			}
+		})
+	}
+	s := load(t, h, good.bytes(), Limits{})
+	if _, err := evaluate(t, s, testrules.Trace(t, "payment-fraud-check.clean")); err != nil {
+		t.Fatalf("the minimal module fails: %v", err)
+	}
+}
+
+func TestConcurrentEvaluate(t *testing.T) {
+	h := newHost(t)
+	s := load(t, h, testrules.Module(t, "payment-fraud-check"), Limits{Instances: 2})
+	spans := testrules.Trace(t, "payment-fraud-check.violating")
+	want := testrules.Expected["payment-fraud-check"]
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			enc := abi.NewEncoder()
+			b := enc.Encode(spans, 0)
+			for range 25 {
+				res, err := s.Evaluate(context.Background(), b, uint32(len(spans)), nil)
+				if err != nil || len(res.Violations) != want {
+					errs <- errors.Join(err, errors.New("wrong verdict under concurrency"))
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	if st := s.Stats(); st.Created > 2 {
+		t.Fatalf("%d instances created for a pool of 2", st.Created)
+	}
+}
+
+func TestCanceledWhileWaiting(t *testing.T) {
+	h := newHost(t)
+	s := load(t, h, testrules.Module(t, "payment-fraud-check"), Limits{Instances: 1})
+	inst, err := s.acquire(context.Background()) // hold the only instance
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_, err = s.Evaluate(ctx, abi.NewEncoder().Encode(nil, 0), 0, nil)
+	var f *Fault
+	if !errors.As(err, &f) || f.Outcome != OutcomeCanceled {
+		t.Fatalf("err = %v, want a canceled fault", err)
+	}
+	s.idle <- inst
+}
+
+func TestCloseTwice(t *testing.T) {
+	h := newHost(t)
+	s, err := h.Load(context.Background(), abiModule(1).bytes(), Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Evaluate(context.Background(), nil, 0, nil); !errors.Is(err, ErrClosed) {
+		t.Fatalf("evaluate after close: %v", err)
+	}
+}
