@@ -86,7 +86,13 @@ func encodeWith(o encodeOpts, spans []sp) []byte {
 	}
 	root := abiv1.None
 	for i, s := range order {
-		if p, ok := idx[s.parent]; ok && s.parent != 0 {
+		if s.parent == 0 {
+			// The header root is the earliest span with no parent ID, not
+			// merely one whose parent is missing.
+			if root == abiv1.None {
+				root = uint32(i)
+			}
+		} else if p, ok := idx[s.parent]; ok {
 			parent[i] = p
 			if first[p] == abiv1.None {
 				first[p] = uint32(i)
@@ -94,8 +100,6 @@ func encodeWith(o encodeOpts, spans []sp) []byte {
 				next[last[p]] = uint32(i)
 			}
 			last[p] = uint32(i)
-		} else if root == abiv1.None {
-			root = uint32(i)
 		}
 	}
 
@@ -220,4 +224,19 @@ func encodeWith(o encodeOpts, spans []sp) []byte {
 	binary.LittleEndian.PutUint32(h[abiv1.HeaderRootIndex:], root)
 	binary.LittleEndian.PutUint32(h[abiv1.HeaderFlags:], o.flags)
 	return out
+}
+
+// paymentTrace is what the host would send for a checkout that charged a
+// card without a fraud check:
+//
+//	0 checkout          frontend
+//	1   cart.load       checkout
+//	2   payment.charge  payments
+func paymentTrace() []byte {
+	return encode([]sp{
+		{id: 1, name: "checkout", res: svc("frontend"), start: 0, end: 400, kind: abiv1.KindServer},
+		{id: 2, parent: 1, name: "cart.load", res: svc("checkout"), start: 5, end: 40},
+		{id: 3, parent: 1, name: "payment.charge", res: svc("payments"), start: 50, end: 380, kind: abiv1.KindClient,
+			attrs: []kv{I("payment.amount_cents", 4999), S("payment.currency", "EUR")}},
+	})
 }

@@ -143,10 +143,10 @@ var current Trace
 
 func evaluate(check Check, input []byte) []byte {
 	t := &current
-	t.reset(input)
+	t.load(input)
 	check(t)
 	res := t.finish()
-	t.reset(nil)
+	t.clear()
 	return res
 }
 

@@ -14,8 +14,9 @@ import (
 //
 // The zero Span is not a span of any trace; calling its methods panics.
 type Span struct {
-	t *Trace
-	i uint32
+	t   *Trace
+	i   uint32
+	gen uint32
 }
 
 // Kind is a span kind, numbered as in OTLP.
@@ -77,7 +78,7 @@ func (s Span) off() int {
 	if s.t == nil {
 		panic("rule: method called on the zero Span")
 	}
-	if s.i >= s.t.n {
+	if s.gen != s.t.gen || s.i >= s.t.n {
 		panic("rule: span " + strconv.FormatUint(uint64(s.i), 10) +
 			" used outside the evaluation it came from")
 	}
@@ -88,28 +89,31 @@ func (s Span) off() int {
 func (s Span) Index() int { s.off(); return int(s.i) }
 
 // Name returns the span name.
-func (s Span) Name() string { return s.t.str(s.off() + abiv1.SpanName) }
+func (s Span) Name() string { o := s.off(); return s.t.str(o + abiv1.SpanName) }
 
 // Service returns the service.name resource attribute of the span.
-func (s Span) Service() string { return s.t.str(s.off() + abiv1.SpanService) }
+func (s Span) Service() string { o := s.off(); return s.t.str(o + abiv1.SpanService) }
 
 // Kind returns the span kind.
-func (s Span) Kind() Kind { return Kind(s.t.in[s.off()+abiv1.SpanKind]) }
+func (s Span) Kind() Kind { o := s.off(); return Kind(s.t.in[o+abiv1.SpanKind]) }
 
 // Status returns the span status code.
-func (s Span) Status() StatusCode { return StatusCode(s.t.in[s.off()+abiv1.SpanStatusCode]) }
+func (s Span) Status() StatusCode {
+	o := s.off()
+	return StatusCode(s.t.in[o+abiv1.SpanStatusCode])
+}
 
 // StatusMessage returns the span status message.
-func (s Span) StatusMessage() string { return s.t.str(s.off() + abiv1.SpanStatusMessage) }
+func (s Span) StatusMessage() string { o := s.off(); return s.t.str(o + abiv1.SpanStatusMessage) }
 
 // IsError reports whether the span status is StatusError.
 func (s Span) IsError() bool { return s.Status() == StatusError }
 
 // Start returns the start time in nanoseconds since the Unix epoch.
-func (s Span) Start() int64 { return int64(le64(s.t.in, s.off()+abiv1.SpanStart)) }
+func (s Span) Start() int64 { o := s.off(); return int64(le64(s.t.in, o+abiv1.SpanStart)) }
 
 // End returns the end time in nanoseconds since the Unix epoch.
-func (s Span) End() int64 { return int64(le64(s.t.in, s.off()+abiv1.SpanEnd)) }
+func (s Span) End() int64 { o := s.off(); return int64(le64(s.t.in, o+abiv1.SpanEnd)) }
 
 // Duration returns End() - Start(), or 0 if the span ends before it starts.
 func (s Span) Duration() Duration {
@@ -157,7 +161,7 @@ func (s Span) Parent() (Span, bool) {
 	if p == abiv1.None {
 		return Span{}, false
 	}
-	return Span{s.t, p}, true
+	return Span{s.t, p, s.gen}, true
 }
 
 // Children iterates over the span's direct children in start-time order.
@@ -169,7 +173,7 @@ func (s Span) Children() iter.Seq[Span] {
 			if steps >= s.t.n {
 				panic("rule: corrupt trace: sibling links form a cycle")
 			}
-			if !yield(Span{s.t, c}) {
+			if !yield(Span{s.t, c, s.gen}) {
 				return
 			}
 			c = s.t.link(c, abiv1.SpanNextSibling, "next sibling index")
@@ -196,7 +200,7 @@ func (s Span) Ancestors() iter.Seq[Span] {
 			if steps >= s.t.n {
 				panic("rule: corrupt trace: parent links form a cycle")
 			}
-			if !yield(Span{s.t, p}) {
+			if !yield(Span{s.t, p, s.gen}) {
 				return
 			}
 			p = s.t.link(p, abiv1.SpanParentIndex, "parent index")
@@ -236,7 +240,7 @@ func (s Span) Descendants() iter.Seq[Span] {
 			if steps >= t.n {
 				panic("rule: corrupt trace: span links form a cycle")
 			}
-			if !yield(Span{t, c}) {
+			if !yield(Span{t, c, s.gen}) {
 				return
 			}
 			// Next in pre-order: first child, else the next sibling of the

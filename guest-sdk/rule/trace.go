@@ -23,16 +23,17 @@ type Trace struct {
 	res      []byte // result record being built; reused across calls
 	reported int    // violations in res
 	dropped  int    // violations Report could not fit within the ABI limits
+
+	// gen counts evaluations; a Span carries the generation it was made in,
+	// so one kept from an earlier evaluation is caught instead of silently
+	// reading the current trace.
+	gen uint32
 }
 
-// reset points t at a new input, validating the header. A nil input leaves t
-// empty (its result buffer is kept for reuse).
-func (t *Trace) reset(in []byte) {
-	t.in, t.strs, t.spans, t.n, t.attrs, t.nattr, t.root, t.flags = nil, nil, 0, 0, 0, 0, abiv1.None, 0
-	t.res, t.reported, t.dropped = t.res[:0], 0, 0
-	if in == nil {
-		return
-	}
+// load points t at a new input, validating the header.
+func (t *Trace) load(in []byte) {
+	t.clear()
+	t.gen++
 	if len(in) < abiv1.HeaderSize {
 		panic("rule: corrupt trace: " + strconv.Itoa(len(in)) + " bytes is shorter than the header")
 	}
@@ -68,6 +69,13 @@ func (t *Trace) reset(in []byte) {
 	t.root, t.flags = root, le32(in, abiv1.HeaderFlags)
 }
 
+// clear empties t, keeping its result buffer for reuse. Spans of the last
+// evaluation stay invalid until the next load changes the generation.
+func (t *Trace) clear() {
+	t.in, t.strs, t.spans, t.n, t.attrs, t.nattr, t.root, t.flags = nil, nil, 0, 0, 0, 0, abiv1.None, 0
+	t.res, t.reported, t.dropped = t.res[:0], 0, 0
+}
+
 // corrupt panics about an index field that is out of range.
 func corrupt(what string, v, limit uint32) {
 	panic("rule: corrupt trace: " + what + " " + strconv.FormatUint(uint64(v), 10) +
@@ -84,34 +92,35 @@ func (t *Trace) Span(i int) Span {
 		panic("rule: Trace.Span(" + strconv.Itoa(i) + ") out of range: the trace has " +
 			strconv.FormatUint(uint64(t.n), 10) + " spans")
 	}
-	return Span{t, uint32(i)}
+	return Span{t, uint32(i), t.gen}
 }
 
 // Spans iterates over every span in start-time order.
 func (t *Trace) Spans() iter.Seq[Span] {
 	return func(yield func(Span) bool) {
 		for i := uint32(0); i < t.n; i++ {
-			if !yield(Span{t, i}) {
+			if !yield(Span{t, i, t.gen}) {
 				return
 			}
 		}
 	}
 }
 
-// Root returns the trace's root: the earliest span without a parent in the
-// trace. ok is false for an empty trace.
+// Root returns the trace's root: the earliest span with no parent span ID
+// (see Span.IsRoot). ok is false when the trace has none, as in a fragment
+// that lacks its root, or in an empty trace.
 func (t *Trace) Root() (s Span, ok bool) {
 	if t.root == abiv1.None {
 		return Span{}, false
 	}
-	return Span{t, t.root}, true
+	return Span{t, t.root, t.gen}, true
 }
 
 // FindByName returns the earliest span with the given name.
 func (t *Trace) FindByName(name string) (s Span, ok bool) {
 	for i := uint32(0); i < t.n; i++ {
 		if t.spanStrEq(i, abiv1.SpanName, name) {
-			return Span{t, i}, true
+			return Span{t, i, t.gen}, true
 		}
 	}
 	return Span{}, false
@@ -122,7 +131,7 @@ func (t *Trace) FindByName(name string) (s Span, ok bool) {
 func (t *Trace) SpansNamed(name string) iter.Seq[Span] {
 	return func(yield func(Span) bool) {
 		for i := uint32(0); i < t.n; i++ {
-			if t.spanStrEq(i, abiv1.SpanName, name) && !yield(Span{t, i}) {
+			if t.spanStrEq(i, abiv1.SpanName, name) && !yield(Span{t, i, t.gen}) {
 				return
 			}
 		}

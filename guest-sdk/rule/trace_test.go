@@ -646,8 +646,23 @@ func TestReportZeroSpan(t *testing.T) {
 
 func TestSpanAfterEvaluation(t *testing.T) {
 	var kept rule.Span
-	with(t, encode(fixture()), func(tr *rule.Trace) { kept = tr.Span(3) })
+	in := encode(fixture())
+	with(t, in, func(tr *rule.Trace) { kept = tr.Span(3) })
 	mustPanic(t, "outside the evaluation", func() { kept.Name() })
+	// Nor may it be used in a later evaluation, where index 3 exists again.
+	with(t, in, func(tr *rule.Trace) {
+		mustPanic(t, "outside the evaluation", func() { kept.Name() })
+		mustPanic(t, "outside the evaluation", func() { tr.Report(kept, "stale") })
+		if tr.Span(3).Name() != "SELECT orders" {
+			t.Error("fresh span broken")
+		}
+	})
+}
+
+func TestNilInput(t *testing.T) {
+	mustPanic(t, "shorter than the header", func() {
+		rule.EvaluateWith(func(*rule.Trace) { t.Error("check ran") }, nil)
+	})
 }
 
 func TestDecodeResultErrors(t *testing.T) {
@@ -676,6 +691,25 @@ func TestFloatSpecials(t *testing.T) {
 		}
 		if v, ok := tr.Span(0).Float("nan"); !ok || !math.IsNaN(v) {
 			t.Errorf("nan = %v", v)
+		}
+	})
+}
+
+func TestRootIsATrueRoot(t *testing.T) {
+	// An orphan that starts first is not the root; a trace of orphans has
+	// none.
+	spans := []sp{
+		{id: 5, parent: 99, name: "orphan", start: 0, end: 10},
+		{id: 1, name: "real-root", start: 5, end: 50},
+	}
+	with(t, encode(spans), func(tr *rule.Trace) {
+		if r, ok := tr.Root(); !ok || r.Name() != "real-root" {
+			t.Errorf("Root = %v, %v", r.Index(), ok)
+		}
+	})
+	with(t, encode(spans[:1]), func(tr *rule.Trace) {
+		if _, ok := tr.Root(); ok {
+			t.Error("a trace of orphans has a root")
 		}
 	})
 }

@@ -44,8 +44,8 @@
 //
 // # Costs
 //
-// Every instruction costs Config.InstructionCost (default 1); end and else
-// are free, as they compile to nothing. Instructions whose work grows with
+// Every instruction costs Config.InstructionCost (default 1); block, loop,
+// else and end are free, as they compile to nothing. Instructions whose work grows with
 // an operand pay for it too, on top: memory.fill, memory.copy and
 // memory.init one fuel per Config.BytesPerFuel bytes (default 32, rounded
 // down); memory.grow Config.FuelPerPage per page asked for (default 2048,

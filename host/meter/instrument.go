@@ -10,7 +10,10 @@ import (
 // Config and DefaultConfig() meter identically.
 type Config struct {
 	// InstructionCost is the fuel each instruction costs (default 1). The
-	// structural markers end and else are free: they compile to nothing.
+	// structural markers block, loop, else and end are free: they compile to
+	// nothing, and Go opens every function with a block per resume point,
+	// which would otherwise make each jump cost as much as the function has
+	// calls.
 	InstructionCost uint32
 	// BytesPerFuel is how many bytes memory.fill, memory.copy and memory.init
 	// may touch per extra fuel, on top of their instruction cost (default 32:
@@ -186,6 +189,23 @@ func (fr *funcRewriter) newSeg(pos int, kind uint8) int32 {
 	return id
 }
 
+// maxFoldedArm is the most instructions an if arm may have and still be
+// charged with the code before the if. Go branches by setting a local and
+// jumping from a three-instruction arm, and a separate charge for so little
+// work costs about as much as the work; charging it whether or not it runs
+// overstates the cost by at most this much.
+const maxFoldedArm = 4
+
+// foldArm moves the cost of a short, straight-line if arm (no segment opened
+// inside it) into the segment before the if, leaving its own charge empty so
+// nothing is emitted for it.
+func (fr *funcRewriter) foldArm(arm, outer int32) {
+	if arm == int32(len(fr.segs)-1) && fr.segs[arm] <= maxFoldedArm*int64(fr.cfg.InstructionCost) {
+		fr.segs[outer] += fr.segs[arm]
+		fr.segs[arm] = 0
+	}
+}
+
 // rewrite meters one function body. Fuel is charged per segment: a run of
 // code that, once entered, executes each of its instructions at most once
 // before the next segment starts. Segments start at the function entry and
@@ -193,8 +213,10 @@ func (fr *funcRewriter) newSeg(pos int, kind uint8) int32 {
 // else arms, and after the end of a block or if that some branch targets.
 // Code after an untargeted block simply continues its segment; code after an
 // untargeted if, or after any loop, belongs to the segment that opened the
-// construct, since it runs at most once per run of that segment. No segment
-// spans a loop header, so every iteration pays for what it runs.
+// construct, since it runs at most once per run of that segment. Short
+// straight-line if arms are folded into the segment before the if for the
+// same reason. No segment spans a loop header, so every iteration pays for
+// what it runs.
 func (fr *funcRewriter) rewrite(body []byte, base, fn int, params uint32) error {
 	where := func() string { return fmt.Sprintf("function[%d]", fn) }
 	r := &reader{buf: body, base: base}
@@ -251,9 +273,11 @@ func (fr *funcRewriter) rewrite(body []byte, base, fn int, params uint32) error 
 			case 0x00, 0x01, 0x0f, 0x1a, 0x1b, 0xd1:
 				// unreachable, nop, return, drop, select, ref.is_null
 			case 0x02: // block
+				fr.segs[cur] -= cost
 				r.blockType()
 				fr.frames = append(fr.frames, frame{kind: frameBlock, outer: cur})
 			case 0x03: // loop
+				fr.segs[cur] -= cost
 				r.blockType()
 				fr.frames = append(fr.frames, frame{kind: frameLoop, outer: cur})
 				cur = fr.newSeg(r.pos, insChargeCheck)
@@ -268,12 +292,16 @@ func (fr *funcRewriter) rewrite(body []byte, base, fn int, params uint32) error 
 					r.fail(start, "else without if")
 					break
 				}
+				fr.foldArm(cur, top.outer)
 				top.kind = frameElse
 				cur = fr.newSeg(r.pos, insCharge)
 			case 0x0b: // end
 				fr.segs[cur] -= cost
 				top := fr.frames[len(fr.frames)-1]
 				fr.frames = fr.frames[:len(fr.frames)-1]
+				if top.kind == frameIf || top.kind == frameElse {
+					fr.foldArm(cur, top.outer)
+				}
 				switch {
 				case top.kind == frameFunc:
 				case top.kind == frameLoop:
@@ -352,7 +380,7 @@ func (fr *funcRewriter) rewrite(body []byte, base, fn int, params uint32) error 
 					r.u32()
 				default:
 					return &UnsupportedError{Func: fn, Offset: base + start,
-						Instruction: fmt.Sprintf("%#04x %#04x (unknown)", op, sub)}
+						Instruction: fmt.Sprintf("0x%02x 0x%02x (unknown)", op, sub)}
 				}
 				if kind >= 0 {
 					fr.ins = append(fr.ins, insertion{pos: start, seg: -1, kind: uint8(kind)})
@@ -518,11 +546,11 @@ func unsupported(fn, offset int, op byte, r *reader) error {
 		name := map[byte]string{0xfb: "GC", 0xfd: "SIMD", 0xfe: "threads"}[op]
 		sub := r.u32()
 		if r.failed() {
-			return &UnsupportedError{Func: fn, Offset: offset, Instruction: fmt.Sprintf("%#04x (%s)", op, name)}
+			return &UnsupportedError{Func: fn, Offset: offset, Instruction: fmt.Sprintf("0x%02x (%s)", op, name)}
 		}
-		return &UnsupportedError{Func: fn, Offset: offset, Instruction: fmt.Sprintf("%#04x %#04x (%s)", op, sub, name)}
+		return &UnsupportedError{Func: fn, Offset: offset, Instruction: fmt.Sprintf("0x%02x 0x%02x (%s)", op, sub, name)}
 	default:
 		what = "unknown"
 	}
-	return &UnsupportedError{Func: fn, Offset: offset, Instruction: fmt.Sprintf("%#04x (%s)", op, what)}
+	return &UnsupportedError{Func: fn, Offset: offset, Instruction: fmt.Sprintf("0x%02x (%s)", op, what)}
 }

@@ -170,9 +170,10 @@ func TestFuelDeterministicAndExact(t *testing.T) {
 		if want := n * (n + 1) / 2; res[0] != want {
 			t.Fatalf("sum(%d) = %d, want %d", n, res[0], want)
 		}
-		// Entry segment: block, loop (2). Loop segment: 13 instructions, run
-		// once per iteration plus the exiting pass. After the block: 1.
-		if want := int64(2 + 13*(n+1) + 1); used != want {
+		// Entry segment: block and loop, which are free. Loop segment: 13
+		// instructions, run once per iteration plus the exiting pass. After
+		// the block: 1.
+		if want := int64(13*(n+1) + 1); used != want {
 			t.Errorf("sum(%d) used %d fuel, want %d", n, used, want)
 		}
 		_, again, _, _ := meteredCall(t, a, "sum", ample, n)
@@ -524,11 +525,14 @@ func TestSectionsCreatedInOrder(t *testing.T) {
 		},
 		"start elem datacount": {
 			types:     [][]byte{funcType(nil, nil)},
-			funcs:     []testFunc{{typ: 0, body: asm(i32c(0), i32c(1), i32c(1), fc(8), leb(0), 0x00, oEnd)}},
+			funcs: []testFunc{
+				{typ: 0, body: asm(oEnd)}, // a start function that costs nothing runs on the zero initial fuel
+				{typ: 0, body: asm(i32c(0), i32c(1), i32c(1), fc(8), leb(0), 0x00, oEnd)},
+			},
 			tables:    [][]byte{asm(tFuncref, limits(1, -1))},
 			memory:    limits(1, -1),
 			start:     &start,
-			elems:     [][]byte{asm(0x00, i32c(0), oEnd, vec(leb(0)))},
+			elems:     [][]byte{asm(0x00, i32c(0), oEnd, vec(leb(1)))},
 			dataCount: true,
 			data:      [][]byte{asm(0x01, leb(1), 0x2a)},
 			customs:   []customSection{{after: secMemory, payload: name("between")}, {after: secElement, payload: name("late")}},
@@ -551,7 +555,9 @@ func TestSectionsCreatedInOrder(t *testing.T) {
 }
 
 func TestCustomSectionsKept(t *testing.T) {
-	nameSec := asm(name("name"), 0x01, vec(asm(leb(0), name("main"))))
+	moduleName := name("main")
+	funcNames := vec(asm(leb(0), name("noop")))
+	nameSec := asm(name("name"), 0x00, leb(uint32(len(moduleName))), moduleName, 0x01, leb(uint32(len(funcNames))), funcNames)
 	source := asm(name(abiv1.CustomSectionSource), []byte("rule r { when true }"))
 	bin := testModule{
 		types:   [][]byte{funcType(nil, nil)},
@@ -607,5 +613,86 @@ func TestAlreadyMeteredRefused(t *testing.T) {
 	}.encode()
 	if _, err := Instrument(fn, Config{}); !errors.Is(err, ErrAlreadyMetered) {
 		t.Fatalf("function named %s: err = %v, want ErrAlreadyMetered", abiv1.ExportFuel, err)
+	}
+}
+
+// TestStartRunsOnZeroFuel pins down the documented behaviour: the fuel global
+// starts at zero, so start code that does any work traps during
+// instantiation, and a host meters initialisation by calling the initializer
+// itself after setting a budget.
+func TestStartRunsOnZeroFuel(t *testing.T) {
+	start := uint32(0)
+	bin := mustInstrument(t, testModule{
+		types:   [][]byte{funcType(nil, nil)},
+		funcs:   []testFunc{{typ: 0, body: asm(oNop, oEnd)}},
+		start:   &start,
+		exports: [][]byte{exportFunc("init", 0)},
+	}.encode())
+	rt := newRuntime(t)
+	if _, err := rt.InstantiateWithConfig(ctx, bin, wazero.NewModuleConfig().WithName("")); err == nil || !strings.Contains(err.Error(), "unreachable") {
+		t.Fatalf("start section on zero fuel: err = %v, want an unreachable trap", err)
+	}
+}
+
+// TestSegmentCosts pins down where charges go, with exact expected fuel.
+func TestSegmentCosts(t *testing.T) {
+	cases := []struct {
+		label string
+		body  []byte
+		used  map[uint64]int64 // input -> fuel
+	}{
+		{
+			// The then arm (6 instructions) is charged when it runs; the
+			// 2-instruction else arm is folded into the code before the if.
+			label: "arms",
+			body: asm(
+				lget(0), i32c(5), oI32LtS, // 3
+				oIf, tI32, // 1
+				lget(0), lget(0), oI32Mul, i32c(1), oI32Add, oNop, // 6
+				oElse,
+				lget(0), oNop, // 2, folded
+				oEnd,
+				oEnd),
+			used: map[uint64]int64{0: 12, 4: 12, 5: 6, 100: 6},
+		},
+		{
+			// Code after a targeted block is its own segment; the code a
+			// br_if skips is charged anyway.
+			label: "targeted block",
+			body: asm(
+				oBlock, blockVoid,
+				lget(0), brIf(0), i32c(1), oDrop, // 4
+				oEnd,
+				lget(0), // 1
+				oEnd),
+			used: map[uint64]int64{0: 5, 1: 5},
+		},
+		{
+			// An untargeted if's join is charged with the code before it.
+			label: "if join",
+			body: asm(
+				lget(0), // 1
+				oIf, blockVoid, // 1
+				i32c(1), oDrop, // 2, folded
+				oEnd,
+				lget(0), i32c(1), oI32Add, // 3
+				oEnd),
+			used: map[uint64]int64{0: 7, 1: 7},
+		},
+	}
+	rt := newRuntime(t)
+	for _, c := range cases {
+		t.Run(c.label, func(t *testing.T) {
+			mod := instantiate(t, rt, mustInstrument(t, testModule{
+				types:   [][]byte{funcType([]byte{tI32}, []byte{tI32})},
+				funcs:   []testFunc{{typ: 0, body: c.body}},
+				exports: [][]byte{exportFunc("f", 0)},
+			}.encode()))
+			for in, want := range c.used {
+				if _, used, _, err := meteredCall(t, mod, "f", ample, in); err != nil || used != want {
+					t.Errorf("f(%d) used %d (err %v), want %d", in, used, err, want)
+				}
+			}
+		})
 	}
 }

@@ -89,6 +89,8 @@ func asm(parts ...any) []byte {
 			out = append(out, byte(v))
 		case byte:
 			out = append(out, v)
+		case rune:
+			out = append(out, byte(v))
 		case []byte:
 			out = append(out, v...)
 		default:

@@ -78,4 +78,10 @@ func Trace(tb testing.TB, name string) []traces.Span {
 
 // Expected is how many violations each real rule reports on its
 // rules-examples/traces/<id>.violating.json (and 0 on <id>.clean.json).
-var Expected = map[string]int{}
+var Expected = map[string]int{
+	"payment-fraud-check": 2,
+	"pii-access-audit":    2,
+	"checkout-slow-db":    2,
+	"n-plus-one-queries":  1,
+	"ai-tool-approval":    1,
+}
