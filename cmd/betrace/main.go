@@ -1,5 +1,5 @@
-// Command betrace is BeTrace's single binary. Until the service lands it
-// offers a demo that runs the example rules over the sample traces.
+// Command betrace is BeTrace's single binary: `betrace serve` runs the
+// service; the other commands help operators and rule authors.
 package main
 
 import (
@@ -26,6 +26,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	switch args[0] {
+	case "serve":
+		return serve(ctx, args[1:], stdout, stderr)
 	case "demo":
 		return demo(ctx, args[1:], stdout, stderr)
 	case "version":
@@ -44,6 +46,7 @@ func usage(w io.Writer) {
 	fmt.Fprint(w, `usage: betrace <command> [flags]
 
 commands:
+  serve     run the BeTrace service (betrace serve --help lists its settings)
   demo      run the example rules over the sample traces and print the violations
   version   print the version
 `)

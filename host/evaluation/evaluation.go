@@ -12,11 +12,16 @@ import (
 	"github.com/betracehq/betrace/host/traces"
 )
 
-// Rule is one loaded rule as the evaluator sees it.
+// Rule is one loaded rule as the evaluator sees it: an immutable snapshot of
+// its metadata with the sandbox, strikes and counters that outlive it.
 type Rule struct {
-	ID      string
-	Sandbox *sandbox.Sandbox
-	Strikes *rules.Strikes
+	ID       string
+	Name     string
+	Severity string
+	Version  int // module version
+	Sandbox  *sandbox.Sandbox
+	Strikes  *rules.Strikes
+	Stats    *Stats
 }
 
 // Verdict is what one rule said about one trace.
@@ -55,7 +60,11 @@ func (e *Evaluator) Evaluate(ctx context.Context, spans []traces.Span, flags uin
 		}
 		start := e.now()
 		res, err := r.Sandbox.Evaluate(ctx, encoded, n, e.violations[:0])
+		if errors.Is(err, sandbox.ErrClosed) {
+			continue // replaced or deleted while this trace was in flight
+		}
 		v := Verdict{Rule: r, Violations: res.Violations, FuelUsed: res.FuelUsed, Duration: e.now().Sub(start)}
+		r.Stats.record(len(res.Violations), err != nil, res.FuelUsed)
 		e.violations = res.Violations[:0]
 		if err != nil {
 			var f *sandbox.Fault

@@ -12,23 +12,59 @@ import (
 	"github.com/betracehq/betrace/host/traces"
 )
 
-// Reasons a span is rejected; they are also the reason label of
-// betrace_spans_rejected_total.
+// Reasons a span is rejected. Each maps to one reason label of
+// betrace_spans_rejected_total (see Rejected.Reason).
 var (
-	ErrEmptyTraceID = errors.New("span has an empty trace ID")
-	ErrEmptySpanID  = errors.New("span has an empty span ID")
-	ErrEmptyName    = errors.New("span has an empty name")
+	ErrEmptyTraceID      = errors.New("span has an empty trace ID")
+	ErrEmptySpanID       = errors.New("span has an empty span ID")
+	ErrEmptyName         = errors.New("span has an empty name")
+	ErrBadTraceID        = errors.New("span has a malformed trace ID")
+	ErrBadSpanID         = errors.New("span has a malformed span ID")
+	ErrBadParentSpanID   = errors.New("span has a malformed parent span ID")
+	ErrTooManyAttributes = errors.New("span has too many attributes")
+	ErrMalformedSpan     = errors.New("span is not valid JSON for its schema")
 )
 
-// Rejected describes one span that Convert refused.
+// reasons maps each rejection error to its metric label. The list is the
+// complete, bounded set of labels.
+var reasons = [...]struct {
+	err   error
+	label string
+}{
+	{ErrEmptyTraceID, "empty_trace_id"},
+	{ErrEmptySpanID, "empty_span_id"},
+	{ErrEmptyName, "empty_name"},
+	{ErrBadTraceID, "bad_trace_id"},
+	{ErrBadSpanID, "bad_span_id"},
+	{ErrBadParentSpanID, "bad_parent_span_id"},
+	{ErrTooManyAttributes, "too_many_attributes"},
+	{ErrMalformedSpan, "malformed"},
+}
+
+// Rejected describes one span that was refused while the rest of its
+// request was accepted.
 type Rejected struct {
 	Index int // position of the span in the request, counting from 0
 	Err   error
 }
 
+// Reason returns the bounded label for the rejection, as used by
+// betrace_spans_rejected_total.
+func (r Rejected) Reason() string {
+	for _, x := range reasons {
+		if errors.Is(r.Err, x.err) {
+			return x.label
+		}
+	}
+	return "other"
+}
+
+func (r Rejected) String() string { return fmt.Sprintf("span %d: %v", r.Index, r.Err) }
+
 // Convert appends the valid spans of td to dst and returns the refused ones.
-// Spans of one resource share a single ResourceAttrs slice.
-func Convert(dst []traces.Span, td ptrace.Traces) ([]traces.Span, []Rejected) {
+// A span with more than maxAttrs attributes is refused. Spans of one resource
+// share a single ResourceAttrs slice.
+func Convert(dst []traces.Span, td ptrace.Traces, maxAttrs int) ([]traces.Span, []Rejected) {
 	var rejected []Rejected
 	index := 0
 	rss := td.ResourceSpans()
@@ -45,12 +81,13 @@ func Convert(dst []traces.Span, td ptrace.Traces) ([]traces.Span, []Rejected) {
 			spans := sss.At(j).Spans()
 			for k := 0; k < spans.Len(); k++ {
 				sp := spans.At(k)
-				if err := check(sp); err != nil {
+				if err := check(sp, maxAttrs); err != nil {
 					rejected = append(rejected, Rejected{Index: index, Err: err})
 					index++
 					continue
 				}
 				index++
+				st := sp.Status()
 				dst = append(dst, traces.Span{
 					TraceID:       sp.TraceID(),
 					SpanID:        sp.SpanID(),
@@ -58,8 +95,8 @@ func Convert(dst []traces.Span, td ptrace.Traces) ([]traces.Span, []Rejected) {
 					Name:          sp.Name(),
 					Service:       service,
 					Kind:          uint8(sp.Kind()),
-					StatusCode:    uint8(sp.Status().Code()),
-					StatusMessage: sp.Status().Message(),
+					StatusCode:    uint8(st.Code()),
+					StatusMessage: st.Message(),
 					StartUnixNano: uint64(sp.StartTimestamp()),
 					EndUnixNano:   uint64(sp.EndTimestamp()),
 					Attrs:         appendAttrs(nil, sp.Attributes()),
@@ -71,14 +108,16 @@ func Convert(dst []traces.Span, td ptrace.Traces) ([]traces.Span, []Rejected) {
 	return dst, rejected
 }
 
-func check(sp ptrace.Span) error {
+func check(sp ptrace.Span, maxAttrs int) error {
 	switch {
 	case sp.TraceID().IsEmpty():
-		return ErrEmptyTraceID
+		return fmt.Errorf("%w (span %s)", ErrEmptyTraceID, sp.SpanID())
 	case sp.SpanID().IsEmpty():
-		return ErrEmptySpanID
+		return fmt.Errorf("%w (trace %s)", ErrEmptySpanID, sp.TraceID())
 	case sp.Name() == "":
 		return fmt.Errorf("%w (span %s)", ErrEmptyName, sp.SpanID())
+	case sp.Attributes().Len() > maxAttrs:
+		return fmt.Errorf("%w (span %s): %d, at most %d", ErrTooManyAttributes, sp.SpanID(), sp.Attributes().Len(), maxAttrs)
 	}
 	return nil
 }

@@ -31,22 +31,33 @@
 // targets (the join points a br_table dispatch jumps to, which is how Go
 // lays out its functions). Everything else, such as code after a block that
 // nothing branches to, joins an existing segment, since it can run at most
-// once each time that segment is entered. No segment crosses a loop header,
-// so every iteration pays for what it runs.
+// once each time that segment is entered. If arms of up to four
+// instructions join the segment before the if the same way: Go jumps by
+// setting a local and branching from such an arm, and a separate charge
+// would cost as much as the arm. No segment crosses a loop header, so every
+// iteration pays for what it runs.
 //
 // At every function entry and loop header the fuel is also checked and the
-// module traps with `unreachable` if it is negative. Between two checks only
-// straight-line code of one function runs, so both an infinite loop and a
-// loop-free call tree of exponential size (which no back-edge check would
-// catch) are stopped soon after the budget is spent. Because the charge
-// comes before the check, the global is negative whenever fuel exhaustion
-// caused the trap, which is how the host tells it from other traps.
+// module traps with `unreachable` if it is negative. Between two checks code
+// only moves forward, through straight-line code and returns, so the work
+// done unchecked is bounded by the code on the call stack: both an infinite
+// loop and a loop-free call tree of exponential size (which no back-edge
+// check would catch) are stopped soon after the budget is spent. Because
+// the charge comes before the check, the global is negative whenever fuel
+// exhaustion caused the trap, which is how the host tells it from other
+// traps.
+//
+// The global starts at zero and the host must set a non-negative budget.
+// Start functions run during instantiation, before the host can set one, so
+// start code that costs anything traps; a host meters a reactor's
+// _initialize by instantiating with no start functions (in wazero,
+// WithStartFunctions() with no names), setting the budget and calling it.
 //
 // # Costs
 //
 // Every instruction costs Config.InstructionCost (default 1); block, loop,
-// else and end are free, as they compile to nothing. Instructions whose work grows with
-// an operand pay for it too, on top: memory.fill, memory.copy and
+// else and end are free, as they compile to nothing. Instructions whose work
+// grows with an operand pay for it too, on top: memory.fill, memory.copy and
 // memory.init one fuel per Config.BytesPerFuel bytes (default 32, rounded
 // down); memory.grow Config.FuelPerPage per page asked for (default 2048,
 // that is 64 KiB at 32 bytes a fuel, paid whether or not the grow succeeds);

@@ -118,7 +118,23 @@ func TestMalformedRefused(t *testing.T) {
 		{"too many locals", testModule{
 			types: [][]byte{funcType(nil, nil)},
 			funcs: []testFunc{{typ: 0, locals: locals([2]uint32{0xffffffff, tI32}, [2]uint32{2, tI32}), body: asm(oEnd)}},
-		}.encode(), "too many locals"},
+		}.encode(), "declares 4294967297 locals"},
+		{"locals over the limit", testModule{
+			types: [][]byte{funcType(nil, nil)},
+			funcs: []testFunc{{typ: 0, locals: locals([2]uint32{maxLocals, tI32}, [2]uint32{1, tI64}), body: asm(oEnd)}},
+		}.encode(), "at most 50000"},
+		// Counts the runtime would allocate for before finding the input short.
+		{"global count", asm(wasmHeader, sectionBytes(secGlobal, asm(0xff, 0xff, 0xff, 0x7f, tI32, 0, i32c(0), oEnd))), "declares 268435455 entries"},
+		{"table count", asm(wasmHeader, sectionBytes(secTable, asm(leb(1000), tFuncref, limits(0, -1)))), "declares 1000 entries"},
+		{"data bytes", asm(wasmHeader, sectionBytes(secData, vec(asm(0x01, leb(0xffffffff), 1, 2, 3)))), "past the end"},
+		{"data offset", asm(wasmHeader, sectionBytes(secData, vec(asm(0x00, oNop, oEnd, leb(0))))), "constant expression"},
+		{"element vector", asm(wasmHeader, sectionBytes(secElement, vec(asm(0x01, 0x00, leb(0x7fffffff), leb(0))))), "declares 2147483647 entries"},
+		{"element expressions", asm(wasmHeader, sectionBytes(secElement, vec(asm(0x05, tFuncref, leb(2), oRefNull, tFuncref, oEnd)))), "end of data"},
+		{"element flags", asm(wasmHeader, sectionBytes(secElement, vec(asm(0x08)))), "element segment flags 8"},
+		{"custom name length", asm(wasmHeader, sectionBytes(secCustom, asm(leb(200), 'x'))), "past the end"},
+		{"function names", asm(wasmHeader, sectionBytes(secCustom, asm(name("name"), 0x01, leb(5), leb(0xffffffff), leb(0)))), "declares 4294967295 entries"},
+		{"local names", asm(wasmHeader, sectionBytes(secCustom, asm(name("name"), 0x02, leb(4), leb(1), leb(0), leb(100), leb(0)))), "declares 100 entries"},
+		{"name subsection size", asm(wasmHeader, sectionBytes(secCustom, asm(name("name"), 0x00, leb(50), name("m")))), "past the end"},
 		{"bad local type", testModule{
 			types: [][]byte{funcType(nil, nil)},
 			funcs: []testFunc{{typ: 0, locals: locals([2]uint32{1, 0x40}), body: asm(oEnd)}},

@@ -29,12 +29,12 @@ type Config struct {
 	ElementsPerFuel uint32
 }
 
-// Upper bounds that keep every charge well inside int64: a function body is
-// under 2^32 bytes, so a segment costs less than 2^52, and an i32 operand
-// times FuelPerPage stays under 2^63.
+// Upper bounds that keep every charge far from int64 overflow, so the fuel
+// can only fall: a function body is under 2^32 bytes, so a segment costs
+// under 2^52, and an i32 page count times FuelPerPage stays under 2^56.
 const (
 	maxInstructionCost = 1 << 20
-	maxFuelPerPage     = math.MaxInt32
+	maxFuelPerPage     = 1 << 24
 )
 
 // DefaultConfig returns the documented default prices.
@@ -99,7 +99,7 @@ func Instrument(module []byte, cfg Config) (out []byte, err error) {
 	return m.assemble(module, code), nil
 }
 
-func (m *module) instrumentCode(cfg Config) ([]byte, error) {
+func (m *moduleInfo) instrumentCode(cfg Config) ([]byte, error) {
 	s := m.code
 	r := &reader{buf: s.body, base: s.off}
 	n := r.u32()
@@ -196,27 +196,32 @@ func (fr *funcRewriter) newSeg(pos int, kind uint8) int32 {
 // overstates the cost by at most this much.
 const maxFoldedArm = 4
 
-// foldArm moves the cost of a short, straight-line if arm (no segment opened
-// inside it) into the segment before the if, leaving its own charge empty so
-// nothing is emitted for it.
-func (fr *funcRewriter) foldArm(arm, outer int32) {
-	if arm == int32(len(fr.segs)-1) && fr.segs[arm] <= maxFoldedArm*int64(fr.cfg.InstructionCost) {
-		fr.segs[outer] += fr.segs[arm]
-		fr.segs[arm] = 0
+// foldArm moves the cost of an if arm's current segment into the segment
+// before the if, leaving its own charge empty so nothing is emitted for it,
+// when that segment is short and the last one opened. Being the last one
+// means no loop follows it inside the arm, so it runs at most once per run of
+// the segment before the if, which may therefore pay for it.
+func (fr *funcRewriter) foldArm(seg, outer int32) {
+	if seg == int32(len(fr.segs)-1) && fr.segs[seg] <= maxFoldedArm*int64(fr.cfg.InstructionCost) {
+		fr.segs[outer] += fr.segs[seg]
+		fr.segs[seg] = 0
 	}
 }
 
-// rewrite meters one function body. Fuel is charged per segment: a run of
-// code that, once entered, executes each of its instructions at most once
-// before the next segment starts. Segments start at the function entry and
-// loop headers (where the fuel is also checked), at the start of then and
-// else arms, and after the end of a block or if that some branch targets.
-// Code after an untargeted block simply continues its segment; code after an
-// untargeted if, or after any loop, belongs to the segment that opened the
-// construct, since it runs at most once per run of that segment. Short
-// straight-line if arms are folded into the segment before the if for the
-// same reason. No segment spans a loop header, so every iteration pays for
-// what it runs.
+// rewrite meters one function body. Fuel is charged per segment: each
+// instruction belongs to one segment, whose charge is emitted ahead of it and
+// which it cannot outrun, as it executes at most once per execution of the
+// charge. Fuel is thus an upper bound on the instructions run, tight on the
+// paths that do not leave a segment early.
+//
+// Segments start at the function entry and loop headers (where the fuel is
+// also checked), at the start of then and else arms, and after the end of a
+// block or if that some branch targets. Code after an untargeted block
+// continues the current segment; code after an untargeted if, or after any
+// loop, belongs to the segment that opened the construct, since it runs at
+// most once per run of that segment. Short if arms are folded into the
+// segment before the if for the same reason. No segment spans a loop header,
+// so every iteration pays for what it runs.
 func (fr *funcRewriter) rewrite(body []byte, base, fn int, params uint32) error {
 	where := func() string { return fmt.Sprintf("function[%d]", fn) }
 	r := &reader{buf: body, base: base}
@@ -230,8 +235,8 @@ func (fr *funcRewriter) rewrite(body []byte, base, fn int, params uint32) error 
 	if r.failed() {
 		return malformed(where(), r.failOff, r.failMsg)
 	}
-	if locals > math.MaxUint32 {
-		return malformed(where(), base, "too many locals")
+	if locals > maxLocals {
+		return malformed(where(), base, fmt.Sprintf("declares %d locals; at most %d are allowed", locals, maxLocals))
 	}
 	localsEnd := r.pos
 
@@ -242,13 +247,12 @@ func (fr *funcRewriter) rewrite(body []byte, base, fn int, params uint32) error 
 	scratch := false
 
 	// target marks the frame a branch of depth l goes to.
-	target := func(l uint32, at int) bool {
+	target := func(l uint32, at int) {
 		if uint64(l) >= uint64(len(fr.frames)) {
 			r.fail(at, fmt.Sprintf("branch depth %d out of range", l))
-			return false
+			return
 		}
 		fr.frames[len(fr.frames)-1-int(l)].targeted = true
-		return true
 	}
 
 	for len(fr.frames) > 0 {
@@ -400,7 +404,7 @@ func (fr *funcRewriter) rewrite(body []byte, base, fn int, params uint32) error 
 
 	var scratchIdx uint32
 	if scratch {
-		if locals >= math.MaxUint32 || uint64(params)+locals >= math.MaxUint32 {
+		if uint64(params)+locals >= math.MaxUint32 {
 			return malformed(where(), base, "no local index left for the scratch local")
 		}
 		scratchIdx = params + uint32(locals)

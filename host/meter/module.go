@@ -51,9 +51,9 @@ type section struct {
 	off  int    // module offset of the payload
 }
 
-// module is what the pass needs to know about its input; everything else is
-// copied through untouched.
-type module struct {
+// moduleInfo is what the pass needs to know about its input; everything
+// else is copied through untouched.
+type moduleInfo struct {
 	sections      []section
 	paramCounts   []uint32 // per type index
 	funcTypes     []uint32 // per defined function
@@ -64,14 +64,14 @@ type module struct {
 	code          *section
 }
 
-func parseModule(b []byte) (*module, error) {
+func parseModule(b []byte) (*moduleInfo, error) {
 	if len(b) < len(wasmHeader) || !bytes.Equal(b[:4], wasmHeader[:4]) {
 		return nil, malformed("header", 0, "bad magic number")
 	}
 	if !bytes.Equal(b[4:8], wasmHeader[4:8]) {
 		return nil, malformed("header", 4, "unsupported binary version")
 	}
-	m := &module{}
+	m := &moduleInfo{}
 	r := &reader{buf: b, pos: 8}
 	lastRank := 0
 	for !r.done() {
@@ -100,6 +100,9 @@ func parseModule(b []byte) (*module, error) {
 	var definedFuncs, codeCount uint32
 	for i := range m.sections {
 		s := &m.sections[i]
+		if err := checkCounts(s); err != nil {
+			return nil, err
+		}
 		var err error
 		switch s.id {
 		case secType:
@@ -136,15 +139,19 @@ func parseModule(b []byte) (*module, error) {
 		}
 	}
 	if m.globals == ^uint32(0) {
-		return nil, malformed("global section", 0, "no global index left for the fuel global")
+		return nil, malformed("global section", len(b), "no global index left for the fuel global")
 	}
 	if definedFuncs != codeCount {
-		return nil, malformed("code section", 0, fmt.Sprintf("%d function declarations but %d bodies", definedFuncs, codeCount))
+		at := len(b)
+		if m.code != nil {
+			at = m.code.off
+		}
+		return nil, malformed("code section", at, fmt.Sprintf("%d function declarations but %d bodies", definedFuncs, codeCount))
 	}
 	return m, nil
 }
 
-func (m *module) parseTypes(s *section) error {
+func (m *moduleInfo) parseTypes(s *section) error {
 	r := &reader{buf: s.body, base: s.off}
 	n := r.u32()
 	for i := uint32(0); i < n && !r.failed(); i++ {
@@ -188,7 +195,7 @@ func (r *reader) funcType() uint32 {
 	return params
 }
 
-func (m *module) parseImports(s *section) error {
+func (m *moduleInfo) parseImports(s *section) error {
 	r := &reader{buf: s.body, base: s.off}
 	n := r.u32()
 	for i := uint32(0); i < n && !r.failed(); i++ {
@@ -228,7 +235,7 @@ func (m *module) parseImports(s *section) error {
 	return nil
 }
 
-func (m *module) parseFunctions(s *section) error {
+func (m *moduleInfo) parseFunctions(s *section) error {
 	r := &reader{buf: s.body, base: s.off}
 	n := r.u32()
 	for i := uint32(0); i < n && !r.failed(); i++ {
@@ -274,7 +281,7 @@ func checkExports(s *section) error {
 // assemble writes the output: sections in input order, with the global,
 // export and code sections replaced and the first two created when missing
 // at the position the section order demands.
-func (m *module) assemble(in []byte, code []byte) []byte {
+func (m *moduleInfo) assemble(in []byte, code []byte) []byte {
 	fuelIndex := m.globals
 	// The fuel global: mutable i64 initialised to 0; the host sets the budget.
 	globalEntry := []byte{0x7e, 0x01, 0x42, 0x00, 0x0b}

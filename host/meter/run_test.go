@@ -381,15 +381,15 @@ func bulk() []byte {
 	return testModule{
 		types: [][]byte{ty},
 		funcs: []testFunc{
-			{body: asm(i32c(0), i32c(7), lget(0), fc(11), 0x00, i32c(0), oEnd)},                  // fill
-			{body: asm(i32c(0), i32c(100), lget(0), fc(10), 0x00, 0x00, i32c(0), oEnd)},          // copy
-			{body: asm(i32c(0), i32c(0), lget(0), fc(8), leb(0), 0x00, i32c(0), oEnd)},           // init
-			{body: asm(lget(0), oMemoryGrow, 0x00, oEnd)},                                         // grow
-			{body: asm(oRefNull, tFuncref, lget(0), fc(15), leb(0), oEnd)},                        // tgrow
-			{body: asm(i32c(0), oRefNull, tFuncref, lget(0), fc(17), leb(0), i32c(0), oEnd)},      // tfill
-			{body: asm(i32c(0), i32c(0), lget(0), fc(14), leb(0), leb(0), i32c(0), oEnd)},        // tcopy
-			{body: asm(i32c(0), oI32Load8U, memarg(0, 0), oEnd)},                                  // peek
-			{locals: locals([2]uint32{2, tI64}), body: asm(lget(0), oMemoryGrow, 0x00, oEnd)},     // growl: scratch after own locals
+			{body: asm(i32c(0), i32c(7), lget(0), fc(11), 0x00, i32c(0), oEnd)},               // fill
+			{body: asm(i32c(0), i32c(100), lget(0), fc(10), 0x00, 0x00, i32c(0), oEnd)},       // copy
+			{body: asm(i32c(0), i32c(0), lget(0), fc(8), leb(0), 0x00, i32c(0), oEnd)},        // init
+			{body: asm(lget(0), oMemoryGrow, 0x00, oEnd)},                                     // grow
+			{body: asm(oRefNull, tFuncref, lget(0), fc(15), leb(0), oEnd)},                    // tgrow
+			{body: asm(i32c(0), oRefNull, tFuncref, lget(0), fc(17), leb(0), i32c(0), oEnd)},  // tfill
+			{body: asm(i32c(0), i32c(0), lget(0), fc(14), leb(0), leb(0), i32c(0), oEnd)},     // tcopy
+			{body: asm(i32c(0), oI32Load8U, memarg(0, 0), oEnd)},                              // peek
+			{locals: locals([2]uint32{2, tI64}), body: asm(lget(0), oMemoryGrow, 0x00, oEnd)}, // growl: scratch after own locals
 		},
 		tables:    [][]byte{asm(tFuncref, limits(1000, 100000))},
 		memory:    limits(1, 20),
@@ -524,7 +524,7 @@ func TestSectionsCreatedInOrder(t *testing.T) {
 			funcs: []testFunc{{typ: 0, body: asm(oEnd)}},
 		},
 		"start elem datacount": {
-			types:     [][]byte{funcType(nil, nil)},
+			types: [][]byte{funcType(nil, nil)},
 			funcs: []testFunc{
 				{typ: 0, body: asm(oEnd)}, // a start function that costs nothing runs on the zero initial fuel
 				{typ: 0, body: asm(i32c(0), i32c(1), i32c(1), fc(8), leb(0), 0x00, oEnd)},
@@ -539,6 +539,31 @@ func TestSectionsCreatedInOrder(t *testing.T) {
 		},
 		"globals only": {
 			globals: [][]byte{asm(tF64, 0, oF64Const, make([]byte, 8), oEnd)},
+		},
+		"every element form and a name section": {
+			types: [][]byte{funcType(nil, nil)},
+			funcs: []testFunc{{typ: 0, locals: locals([2]uint32{2, tI32}), body: asm(oEnd)}},
+			tables: [][]byte{
+				asm(tFuncref, limits(4, -1)),
+				asm(tExtern, limits(1, -1)),
+			},
+			globals: [][]byte{asm(tI32, 0, i32c(1), oEnd)},
+			elems: [][]byte{
+				asm(0x00, i32c(0), oEnd, vec(leb(0))),
+				asm(0x01, 0x00, vec(leb(0))),
+				asm(0x02, leb(0), i32c(1), oEnd, 0x00, vec(leb(0), leb(0))),
+				asm(0x03, 0x00, vec(leb(0))),
+				asm(0x04, i32c(3), oEnd, vec(asm(oRefFunc, leb(0), oEnd))),
+				asm(0x05, tFuncref, vec(asm(oRefNull, tFuncref, oEnd))),
+				asm(0x06, leb(1), i32c(0), oEnd, tExtern, vec(asm(oRefNull, tExtern, oEnd))),
+				asm(0x07, tFuncref, vec(asm(oRefFunc, leb(0), oEnd))),
+			},
+			customs: []customSection{{after: secCode, payload: asm(name("name"),
+				0x00, name(string(name("mod"))),
+				0x01, name(string(vec(asm(leb(0), name("f0"))))),
+				0x02, name(string(vec(asm(leb(0), vec(asm(leb(0), name("a")), asm(leb(1), name("b"))))))),
+				0x07, name("\x01\x02\x03"), // a subsection the runtime skips
+			)}},
 		},
 	}
 	for label, tm := range cases {
@@ -671,7 +696,7 @@ func TestSegmentCosts(t *testing.T) {
 			// An untargeted if's join is charged with the code before it.
 			label: "if join",
 			body: asm(
-				lget(0), // 1
+				lget(0),        // 1
 				oIf, blockVoid, // 1
 				i32c(1), oDrop, // 2, folded
 				oEnd,

@@ -100,19 +100,19 @@ func asm(parts ...any) []byte {
 	return out
 }
 
-func leb(v uint32) []byte    { return appendU32(nil, v) }
-func sleb64(v int64) []byte  { return appendS64(nil, v) }
-func i32c(v int32) []byte    { return asm(oI32Const, sleb64(int64(v))) }
-func i64c(v int64) []byte    { return asm(oI64Const, sleb64(v)) }
-func lget(i uint32) []byte   { return asm(oLocalGet, leb(i)) }
-func lset(i uint32) []byte   { return asm(oLocalSet, leb(i)) }
-func ltee(i uint32) []byte   { return asm(oLocalTee, leb(i)) }
-func gget(i uint32) []byte   { return asm(oGlobalGet, leb(i)) }
-func gset(i uint32) []byte   { return asm(oGlobalSet, leb(i)) }
-func call(f uint32) []byte   { return asm(oCall, leb(f)) }
-func br(l uint32) []byte     { return asm(oBr, leb(l)) }
-func brIf(l uint32) []byte   { return asm(oBrIf, leb(l)) }
-func fc(sub uint32) []byte   { return asm(oPrefixFC, leb(sub)) }
+func leb(v uint32) []byte   { return appendU32(nil, v) }
+func sleb64(v int64) []byte { return appendS64(nil, v) }
+func i32c(v int32) []byte   { return asm(oI32Const, sleb64(int64(v))) }
+func i64c(v int64) []byte   { return asm(oI64Const, sleb64(v)) }
+func lget(i uint32) []byte  { return asm(oLocalGet, leb(i)) }
+func lset(i uint32) []byte  { return asm(oLocalSet, leb(i)) }
+func ltee(i uint32) []byte  { return asm(oLocalTee, leb(i)) }
+func gget(i uint32) []byte  { return asm(oGlobalGet, leb(i)) }
+func gset(i uint32) []byte  { return asm(oGlobalSet, leb(i)) }
+func call(f uint32) []byte  { return asm(oCall, leb(f)) }
+func br(l uint32) []byte    { return asm(oBr, leb(l)) }
+func brIf(l uint32) []byte  { return asm(oBrIf, leb(l)) }
+func fc(sub uint32) []byte  { return asm(oPrefixFC, leb(sub)) }
 func memarg(align, off uint32) []byte {
 	return asm(leb(align), leb(off))
 }

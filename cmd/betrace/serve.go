@@ -1,0 +1,265 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/betracehq/betrace/host/service"
+)
+
+// option is one setting: a flag, its environment twin, its default and how
+// to apply a value. The table is the single source of `serve --help`, the
+// README's configuration reference and --print-config.
+type option struct {
+	flag, env, def, help string
+	secret               bool
+	set                  func(c *service.Config, v string) error
+}
+
+func options() []option {
+	return []option{
+		{"port", "BETRACE_PORT_BACKEND", "12011", "port of the HTTP API, /metrics and OTLP/HTTP ingest", false, func(c *service.Config, v string) error {
+			p, err := port(v)
+			c.HTTPAddr = net.JoinHostPort(hostOf(c.HTTPAddr), p)
+			return err
+		}},
+		{"listen-host", "BETRACE_LISTEN_HOST", "", "interface to listen on (empty: all)", false, func(c *service.Config, v string) error {
+			_, p, _ := net.SplitHostPort(c.HTTPAddr)
+			c.HTTPAddr = net.JoinHostPort(v, p)
+			if c.Ingest.GRPCAddr != "" {
+				_, gp, _ := net.SplitHostPort(c.Ingest.GRPCAddr)
+				c.Ingest.GRPCAddr = net.JoinHostPort(v, gp)
+			}
+			return nil
+		}},
+		{"otlp-grpc-port", "BETRACE_OTLP_GRPC_PORT", "4317", "port of OTLP/gRPC ingest; 0 disables it", false, func(c *service.Config, v string) error {
+			p, err := port(v)
+			if p == "0" {
+				c.Ingest.GRPCAddr = ""
+				return err
+			}
+			c.Ingest.GRPCAddr = net.JoinHostPort(hostOf(c.HTTPAddr), p)
+			return err
+		}},
+		{"data-dir", "BETRACE_DATA_DIR", "./data", "directory of the embedded store and the compilation cache", false, func(c *service.Config, v string) error {
+			c.DataDir, c.Store.Dir = v, v
+			return nil
+		}},
+		{"api-token", "BETRACE_API_TOKEN", "", "bearer token required on /v1/rules and /v1/violations (empty: open)", true, func(c *service.Config, v string) error {
+			c.APIToken = v
+			return nil
+		}},
+		{"ingest-token", "BETRACE_INGEST_TOKEN", "", "bearer token required for ingest (empty: open)", true, func(c *service.Config, v string) error {
+			c.Ingest.Token = v
+			return nil
+		}},
+		{"trace-settle", "BETRACE_TRACE_SETTLE", "2s", "wait after a trace's root span arrives before evaluating it", false, duration(func(c *service.Config) *time.Duration { return &c.Traces.Settle })},
+		{"trace-idle-timeout", "BETRACE_TRACE_IDLE_TIMEOUT", "5s", "complete a trace after this long without a new span", false, duration(func(c *service.Config) *time.Duration { return &c.Traces.IdleTimeout })},
+		{"trace-max-age", "BETRACE_TRACE_MAX_AGE", "30s", "complete a trace this long after its first span at the latest", false, duration(func(c *service.Config) *time.Duration { return &c.Traces.MaxAge })},
+		{"trace-max-spans", "BETRACE_TRACE_MAX_SPANS", "10000", "complete a trace when it reaches this many spans", false, func(c *service.Config, v string) error {
+			n, err := positive(v)
+			c.Traces.MaxSpans = n
+			return err
+		}},
+		{"trace-buffer-bytes", "BETRACE_TRACE_BUFFER_BYTES", "268435456", "memory bound of buffered traces; ingest answers retry-later beyond it", false, func(c *service.Config, v string) error {
+			n, err := positive(v)
+			c.Traces.MaxBytes = int64(n)
+			return err
+		}},
+		{"workers", "BETRACE_WORKERS", "0", "evaluation workers (0: one per CPU)", false, func(c *service.Config, v string) error {
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 0 {
+				return fmt.Errorf("%q is not a number of workers", v)
+			}
+			c.Workers = n
+			return nil
+		}},
+		{"violation-retention", "BETRACE_VIOLATION_RETENTION", "168h", "how long violations are kept", false, duration(func(c *service.Config) *time.Duration { return &c.Store.MaxViolationAge })},
+		{"violation-max", "BETRACE_VIOLATION_MAX", "1000000", "how many violations are kept (oldest go first)", false, func(c *service.Config, v string) error {
+			n, err := positive(v)
+			c.Store.MaxViolations = n
+			return err
+		}},
+		{"quarantine-strikes", "BETRACE_QUARANTINE_STRIKES", "3", "sandbox faults within the window that quarantine a rule", false, func(c *service.Config, v string) error {
+			n, err := positive(v)
+			c.Quarantine.Strikes = n
+			return err
+		}},
+		{"quarantine-window", "BETRACE_QUARANTINE_WINDOW", "1m", "window in which strikes count", false, duration(func(c *service.Config) *time.Duration { return &c.Quarantine.Window })},
+		{"otlp-endpoint", "OTEL_EXPORTER_OTLP_ENDPOINT", "", "collector OTLP/HTTP address for violation spans, host:port or http://host:port (empty: no export)", false, func(c *service.Config, v string) error {
+			c.Export.Endpoint = v
+			return nil
+		}},
+		{"instance-id", "BETRACE_INSTANCE_ID", "", "this instance's name in exported spans (default: hostname:port)", false, func(c *service.Config, v string) error {
+			c.Export.InstanceID = v
+			return nil
+		}},
+		{"shutdown-timeout", "BETRACE_SHUTDOWN_TIMEOUT", "10s", "how long a graceful shutdown may take", false, duration(func(c *service.Config) *time.Duration { return &c.ShutdownTimeout })},
+		{"log-level", "LOG_LEVEL", "info", "debug, info, warn or error", false, func(c *service.Config, v string) error { return nil }},
+	}
+}
+
+func duration(field func(*service.Config) *time.Duration) func(*service.Config, string) error {
+	return func(c *service.Config, v string) error {
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
+			return fmt.Errorf("%q is not a positive duration such as 500ms, 2s or 1m", v)
+		}
+		*field(c) = d
+		return nil
+	}
+}
+
+func positive(v string) (int, error) {
+	n, err := strconv.Atoi(v)
+	if err != nil || n <= 0 {
+		return 0, fmt.Errorf("%q is not a positive whole number", v)
+	}
+	return n, nil
+}
+
+func port(v string) (string, error) {
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 0 || n > 65535 {
+		return "0", fmt.Errorf("%q is not a port number (0-65535)", v)
+	}
+	return strconv.Itoa(n), nil
+}
+
+func hostOf(addr string) string {
+	h, _, _ := net.SplitHostPort(addr)
+	return h
+}
+
+func parseLevel(v string) (slog.Level, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(v)); err != nil {
+		return 0, fmt.Errorf("%q is not a log level: use debug, info, warn or error", v)
+	}
+	return l, nil
+}
+
+// loadConfig applies defaults, then the environment, then flags, and
+// reports every bad value at once.
+func loadConfig(args []string, getenv func(string) string, stderr io.Writer) (service.Config, slog.Level, bool, bool, error) {
+	cfg := service.DefaultConfig()
+	cfg.HTTPAddr = ":12011"
+	cfg.Ingest.GRPCAddr = ":4317"
+	cfg.Version = version
+	opts := options()
+	values := map[string]string{}
+	for _, o := range opts {
+		values[o.flag] = o.def
+		if v, ok := lookup(getenv, o.env); ok {
+			values[o.flag] = v
+		}
+	}
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { serveUsage(stderr) }
+	for _, o := range opts {
+		fs.Func(o.flag, o.help, func(v string) error { values[o.flag] = v; return nil })
+	}
+	validate := fs.Bool("validate", false, "check the configuration and exit 0 or 1")
+	printCfg := fs.Bool("print-config", false, "print the effective configuration (secrets masked) and exit")
+	if err := fs.Parse(args); err != nil {
+		return cfg, 0, false, false, err
+	}
+	var problems []string
+	for _, o := range opts {
+		if err := o.set(&cfg, values[o.flag]); err != nil {
+			problems = append(problems, fmt.Sprintf("%s (--%s): %v", o.env, o.flag, err))
+		}
+	}
+	level, err := parseLevel(values["log-level"])
+	if err != nil {
+		problems = append(problems, "LOG_LEVEL (--log-level): "+err.Error())
+	}
+	if cfg.Export.InstanceID == "" {
+		host, _ := os.Hostname()
+		cfg.Export.InstanceID = host + ":" + values["port"]
+	}
+	if err := cfg.Validate(); err != nil {
+		problems = append(problems, err.Error())
+	}
+	if *printCfg {
+		for _, o := range opts {
+			v := values[o.flag]
+			if o.secret && v != "" {
+				v = "(set)"
+			}
+			fmt.Fprintf(stderr, "%s=%s\n", o.env, v)
+		}
+	}
+	if len(problems) > 0 {
+		return cfg, level, *validate, *printCfg, fmt.Errorf("invalid configuration:\n  %s", strings.Join(problems, "\n  "))
+	}
+	return cfg, level, *validate, *printCfg, nil
+}
+
+func lookup(getenv func(string) string, key string) (string, bool) {
+	v := getenv(key)
+	return v, v != ""
+}
+
+func serveUsage(w io.Writer) {
+	fmt.Fprint(w, "usage: betrace serve [flags]\n\nEvery flag has an environment twin; a flag wins over the environment.\n\n")
+	for _, o := range options() {
+		def := o.def
+		if def == "" {
+			def = `""`
+		}
+		fmt.Fprintf(w, "  --%-22s %-30s default %s\n      %s\n", o.flag, o.env, def, o.help)
+	}
+	fmt.Fprint(w, "  --validate                check the configuration and exit\n  --print-config            print the effective configuration and exit\n")
+}
+
+func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	cfg, level, validateOnly, printOnly, err := loadConfig(args, os.Getenv, stderr)
+	if err != nil {
+		fmt.Fprintln(stderr, "betrace serve:", err)
+		return 1
+	}
+	if validateOnly || printOnly {
+		return 0
+	}
+	logger := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level}))
+	slog.SetDefault(logger)
+
+	svc, err := service.New(cfg, logger)
+	if err != nil {
+		logger.Error("betrace could not start", "err", err)
+		return 1
+	}
+	if err := svc.Start(ctx); err != nil {
+		logger.Error("betrace could not start", "err", err)
+		shutdown(svc, cfg.ShutdownTimeout)
+		return 1
+	}
+	code := 0
+	select {
+	case <-ctx.Done():
+	case err := <-svc.Err():
+		logger.Error("betrace stopped serving", "err", err)
+		code = 1
+	}
+	if err := shutdown(svc, cfg.ShutdownTimeout); err != nil {
+		logger.Error("shutdown incomplete", "err", err)
+		code = 1
+	}
+	return code
+}
+
+func shutdown(svc *service.Service, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	return svc.Shutdown(ctx)
+}

@@ -1,0 +1,267 @@
+package evaluation
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/betracehq/betrace/host/rules"
+	"github.com/betracehq/betrace/host/traces"
+	"github.com/betracehq/betrace/host/violations"
+)
+
+// Job is one completed trace to evaluate.
+type Job struct {
+	Spans       []traces.Span
+	Flags       uint32 // abiv1.TraceFlag*
+	Trigger     string // what completed the trace
+	CompletedAt time.Time
+	// Done is called once the trace's violations are recorded, so the
+	// assembler can release the trace's bytes.
+	Done func()
+}
+
+// PoolConfig sizes the worker pool.
+type PoolConfig struct {
+	// Workers evaluating traces in parallel. Default GOMAXPROCS.
+	Workers int
+	// Queue is how many completed traces may wait for a worker. Default 256.
+	Queue int
+}
+
+// ErrStopped is returned by Submit after Shutdown.
+var ErrStopped = errors.New("evaluation pool stopped")
+
+// PoolDeps are what a pool reads and where it sends results.
+type PoolDeps struct {
+	// Rules returns the rules to run now (the registry's snapshot).
+	Rules func() []*Rule
+	// Record stores and exports one trace's violations; a nil error means
+	// they are durable.
+	Record func(ctx context.Context, vs []violations.Violation) error
+	// Quarantine is told when a rule's strike quarantined it.
+	Quarantine func(ctx context.Context, ruleID string, q rules.Quarantine)
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
+	Now        func() time.Time
+}
+
+// Pool evaluates completed traces on a fixed set of workers, each with its
+// own Evaluator, so encoding buffers are reused and never shared.
+type Pool struct {
+	cfg     PoolConfig
+	deps    PoolDeps
+	queue   chan Job
+	metrics *poolMetrics
+
+	mu      sync.RWMutex // guards stopped against Submit racing Shutdown
+	stopped bool
+	wg      sync.WaitGroup
+}
+
+// NewPool returns a pool ready to Start.
+func NewPool(cfg PoolConfig, deps PoolDeps) *Pool {
+	if cfg.Workers <= 0 {
+		cfg.Workers = runtime.GOMAXPROCS(0)
+	}
+	if cfg.Queue <= 0 {
+		cfg.Queue = 256
+	}
+	return &Pool{cfg: cfg, deps: deps, queue: make(chan Job, cfg.Queue), metrics: newPoolMetrics(deps.Registerer)}
+}
+
+// Start launches the workers; they run until Shutdown.
+func (p *Pool) Start(ctx context.Context) error {
+	ctx = context.WithoutCancel(ctx)
+	for range p.cfg.Workers {
+		p.wg.Add(1)
+		go p.work(ctx)
+	}
+	return nil
+}
+
+// Submit queues a trace, waiting while the queue is full: a slow pool
+// holds traces in the assembler, which pushes back on ingest.
+func (p *Pool) Submit(ctx context.Context, j Job) error {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	if p.stopped {
+		return ErrStopped
+	}
+	select {
+	case p.queue <- j:
+		p.metrics.queued.Inc()
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Shutdown stops intake and waits for queued traces to be evaluated, up to
+// ctx's deadline.
+func (p *Pool) Shutdown(ctx context.Context) error {
+	p.mu.Lock()
+	if !p.stopped {
+		p.stopped = true
+		close(p.queue)
+	}
+	p.mu.Unlock()
+	done := make(chan struct{})
+	go func() { p.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("evaluation pool: %d traces still queued at shutdown deadline: %w", len(p.queue), ctx.Err())
+	}
+}
+
+func (p *Pool) work(ctx context.Context) {
+	defer p.wg.Done()
+	ev := New(p.deps.Now)
+	var found []violations.Violation
+	for j := range p.queue {
+		p.metrics.queued.Dec()
+		found = p.evaluate(ctx, ev, j, found[:0])
+		if len(found) > 0 {
+			if err := p.deps.Record(ctx, found); err != nil {
+				p.deps.Logger.Error("violations could not be recorded", "trace_id", found[0].TraceID, "violations", len(found), "err", err)
+			} else {
+				p.metrics.completionToStored.Observe(p.deps.Now().Sub(j.CompletedAt).Seconds())
+			}
+		}
+		if j.Done != nil {
+			j.Done()
+		}
+	}
+}
+
+func (p *Pool) evaluate(ctx context.Context, ev *Evaluator, j Job, found []violations.Violation) []violations.Violation {
+	rs := p.deps.Rules()
+	if len(rs) == 0 || len(j.Spans) == 0 {
+		return found
+	}
+	ev.Evaluate(ctx, j.Spans, j.Flags, rs, func(v Verdict) {
+		m := p.metrics.forRule(v.Rule.ID)
+		m.duration.Observe(v.Duration.Seconds())
+		m.fuel.Observe(float64(v.FuelUsed))
+		switch {
+		case v.Fault != nil:
+			m.errors.Inc()
+			p.metrics.faults.WithLabelValues(v.Rule.ID, v.Fault.Outcome.String()).Inc()
+			if v.Quarantine != nil {
+				p.deps.Quarantine(ctx, v.Rule.ID, *v.Quarantine)
+			}
+			return
+		case len(v.Violations) == 0:
+			m.pass.Inc()
+			return
+		}
+		m.violation.Inc()
+		p.metrics.violations.WithLabelValues(v.Rule.ID, v.Rule.Severity).Add(float64(len(v.Violations)))
+		now := p.deps.Now().UTC()
+		for _, viol := range v.Violations {
+			s := &j.Spans[ev.SpanAt(viol.SpanIndex)]
+			attrs := make(map[string]string, len(viol.Attrs))
+			for _, kv := range viol.Attrs {
+				attrs[kv.Key] = kv.Value
+			}
+			found = append(found, violations.Violation{
+				ID: newID(), RuleID: v.Rule.ID, RuleName: v.Rule.Name, RuleVersion: v.Rule.Version, Severity: v.Rule.Severity,
+				TraceID: hex.EncodeToString(s.TraceID[:]), SpanID: hex.EncodeToString(s.SpanID[:]),
+				Message: viol.Message, Attributes: attrs,
+				Metadata: map[string]string{"service_name": s.Service, "span_name": s.Name},
+				Trigger:  j.Trigger, Timestamp: now,
+			})
+		}
+	})
+	return found
+}
+
+// newID returns a random UUID (version 4) for a violation.
+func newID() string {
+	var b [16]byte
+	rand.Read(b[:])
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	var out [36]byte
+	hex.Encode(out[0:8], b[0:4])
+	out[8] = '-'
+	hex.Encode(out[9:13], b[4:6])
+	out[13] = '-'
+	hex.Encode(out[14:18], b[6:8])
+	out[18] = '-'
+	hex.Encode(out[19:23], b[8:10])
+	out[23] = '-'
+	hex.Encode(out[24:], b[10:])
+	return string(out[:])
+}
+
+type poolMetrics struct {
+	duration           *prometheus.HistogramVec
+	total              *prometheus.CounterVec
+	faults             *prometheus.CounterVec
+	fuel               *prometheus.HistogramVec
+	violations         *prometheus.CounterVec
+	queued             prometheus.Gauge
+	completionToStored prometheus.Histogram
+
+	mu    sync.RWMutex
+	rules map[string]*ruleMetrics
+}
+
+// ruleMetrics caches one rule's series so the hot path does no label
+// hashing.
+type ruleMetrics struct {
+	duration, fuel          prometheus.Observer
+	pass, violation, errors prometheus.Counter
+}
+
+func newPoolMetrics(reg prometheus.Registerer) *poolMetrics {
+	m := &poolMetrics{
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "betrace_rule_evaluation_duration_seconds",
+			Help: "Time one rule took to evaluate one trace.", Buckets: prometheus.ExponentialBuckets(1e-6, 4, 12)}, []string{"rule_id"}),
+		total: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "betrace_rule_evaluation_total",
+			Help: "Rule evaluations by result: violation, pass or error."}, []string{"rule_id", "result"}),
+		faults: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "betrace_rule_evaluation_errors_total",
+			Help: "Rule evaluations that faulted, by reason: fuel, memory, trap, abi."}, []string{"rule_id", "reason"}),
+		fuel: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "betrace_rule_fuel_used",
+			Help: "Fuel (metered wasm instructions) one rule used on one trace.", Buckets: prometheus.ExponentialBuckets(1000, 4, 12)}, []string{"rule_id"}),
+		violations: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "betrace_violations_total",
+			Help: "Violations found, by rule and severity."}, []string{"rule_id", "severity"}),
+		queued: prometheus.NewGauge(prometheus.GaugeOpts{Name: "betrace_evaluation_queue_length",
+			Help: "Completed traces waiting for an evaluation worker."}),
+		completionToStored: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "betrace_violation_record_latency_seconds",
+			Help: "Time from a trace's completion to its violations being stored.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}),
+		rules: map[string]*ruleMetrics{},
+	}
+	reg.MustRegister(m.duration, m.total, m.faults, m.fuel, m.violations, m.queued, m.completionToStored)
+	return m
+}
+
+func (m *poolMetrics) forRule(id string) *ruleMetrics {
+	m.mu.RLock()
+	rm := m.rules[id]
+	m.mu.RUnlock()
+	if rm != nil {
+		return rm
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if rm = m.rules[id]; rm == nil {
+		rm = &ruleMetrics{
+			duration: m.duration.WithLabelValues(id), fuel: m.fuel.WithLabelValues(id),
+			pass: m.total.WithLabelValues(id, "pass"), violation: m.total.WithLabelValues(id, "violation"), errors: m.total.WithLabelValues(id, "error"),
+		}
+		m.rules[id] = rm
+	}
+	return rm
+}

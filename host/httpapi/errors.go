@@ -1,0 +1,94 @@
+package httpapi
+
+import (
+	"encoding/json"
+	"errors"
+	"net/http"
+
+	"github.com/betracehq/betrace/host/registry"
+	"github.com/betracehq/betrace/host/store"
+)
+
+// Error codes in bodies follow the gRPC numbering the earlier server used,
+// so existing clients keep branching on them.
+const (
+	codeInvalidArgument  = 3
+	codeNotFound         = 5
+	codeAlreadyExists    = 6
+	codeResourceExhaust  = 8
+	codeUnimplemented    = 12
+	codeInternal         = 13
+	codeUnavailable      = 14
+	codeUnauthenticated  = 16
+	codeFailedPrecondite = 9
+)
+
+// apiError is an error with its HTTP status and the text safe to show.
+type apiError struct {
+	status  int
+	code    int
+	message string
+	details []string
+}
+
+func (e *apiError) Error() string { return e.message }
+
+func badRequest(msg string, details ...string) *apiError {
+	return &apiError{status: http.StatusBadRequest, code: codeInvalidArgument, message: msg, details: details}
+}
+
+// errorTable maps domain errors to a status and code. The message of these
+// errors is written for callers, so it is shown as is.
+var errorTable = []struct {
+	err    error
+	status int
+	code   int
+}{
+	{registry.ErrNotFound, http.StatusNotFound, codeNotFound},
+	{store.ErrNotFound, http.StatusNotFound, codeNotFound},
+	{registry.ErrExists, http.StatusConflict, codeAlreadyExists},
+	{registry.ErrInvalid, http.StatusBadRequest, codeInvalidArgument},
+	{registry.ErrRefused, http.StatusBadRequest, codeInvalidArgument},
+	{store.ErrUnavailable, http.StatusServiceUnavailable, codeUnavailable},
+	{store.ErrConflict, http.StatusConflict, codeFailedPrecondite},
+	{store.ErrBadCursor, http.StatusBadRequest, codeInvalidArgument},
+}
+
+// toAPIError classifies err; anything unknown is a 500 whose text is not
+// shown (it is logged instead).
+func toAPIError(err error) (*apiError, bool) {
+	var ae *apiError
+	if errors.As(err, &ae) {
+		return ae, true
+	}
+	for _, row := range errorTable {
+		if errors.Is(err, row.err) {
+			return &apiError{status: row.status, code: row.code, message: err.Error()}, true
+		}
+	}
+	return &apiError{status: http.StatusInternalServerError, code: codeInternal, message: "internal error; the server log has the details"}, false
+}
+
+func (a *api) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	ae, known := toAPIError(err)
+	if !known {
+		a.logger.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+	}
+	writeErrorBody(w, ae)
+}
+
+func writeErrorBody(w http.ResponseWriter, ae *apiError) {
+	details := ae.details
+	if details == nil {
+		details = []string{}
+	}
+	writeJSON(w, ae.status, map[string]any{"code": ae.code, "message": ae.message, "details": details})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	enc.Encode(v)
+}

@@ -1,0 +1,190 @@
+package meter
+
+import (
+	"fmt"
+	"strconv"
+)
+
+// maxLocals is the most locals a function may declare, the limit the
+// WebAssembly JavaScript API sets for browsers. No compiler comes near it;
+// without it a 20-byte body can declare 2^32 locals.
+const maxLocals = 50000
+
+// checkCounts refuses vector counts larger than the bytes that are meant to
+// hold them. The runtime that compiles the metered module sizes its slices
+// by the declared count before reading the entries, so a module of a few
+// dozen bytes declaring 2^28 globals, or a name section claiming 2^32
+// function names, would make it allocate gigabytes before finding the input
+// short. Instrument is the first code to read an uploaded rule, so it
+// refuses these as malformed, for the sections it otherwise copies through
+// unread. The sections the pass decodes fail on their own as soon as an
+// entry is missing; function locals are capped in rewrite.
+func checkCounts(s *section) error {
+	r := &reader{buf: s.body, base: s.off}
+	var what string
+	switch s.id {
+	case secCustom:
+		what = "custom section"
+		name := r.name()
+		if !r.failed() && string(name) == "name" {
+			checkNameSection(r)
+		}
+	case secTable, secMemory, secGlobal:
+		what = "section " + strconv.Itoa(int(s.id))
+		r.count()
+	case secElement:
+		what = "element section"
+		n := r.count()
+		for i := uint32(0); i < n && !r.failed(); i++ {
+			r.elementSegment()
+		}
+	case secData:
+		what = "data section"
+		n := r.count()
+		for i := uint32(0); i < n && !r.failed(); i++ {
+			r.dataSegment()
+		}
+	default:
+		return nil
+	}
+	if r.failed() {
+		return malformed(what, r.failOff, r.failMsg)
+	}
+	return nil
+}
+
+// count reads a vector length and fails if the rest of the buffer cannot
+// hold that many entries of at least one byte each.
+func (r *reader) count() uint32 {
+	at := r.pos
+	n := r.u32()
+	if !r.failed() && uint64(n) > uint64(len(r.buf)-r.pos) {
+		r.fail(at, fmt.Sprintf("declares %d entries in %d bytes", n, len(r.buf)-r.pos))
+		return 0
+	}
+	return n
+}
+
+func (r *reader) dataSegment() {
+	at := r.pos
+	switch flags := r.u32(); flags {
+	case 0:
+		r.constExpr()
+	case 1:
+	case 2:
+		r.u32()
+		r.constExpr()
+	default:
+		if !r.failed() {
+			r.fail(at, "invalid data segment flags "+strconv.FormatUint(uint64(flags), 10))
+		}
+	}
+	r.name() // the bytes: length-prefixed, bounds-checked like a name
+}
+
+func (r *reader) elementSegment() {
+	at := r.pos
+	flags := r.u32()
+	if r.failed() {
+		return
+	}
+	if flags > 7 {
+		r.fail(at, "invalid element segment flags "+strconv.FormatUint(uint64(flags), 10))
+		return
+	}
+	if flags&1 == 0 { // active
+		if flags&2 != 0 {
+			r.u32() // table index
+		}
+		r.constExpr()
+	}
+	exprs := flags&4 != 0
+	if flags&3 != 0 { // an element kind or reference type follows
+		if exprs {
+			r.valType()
+		} else {
+			r.byte()
+		}
+	}
+	n := r.count()
+	for i := uint32(0); i < n && !r.failed(); i++ {
+		if exprs {
+			r.constExpr()
+		} else {
+			r.u32()
+		}
+	}
+}
+
+// constExpr skips a constant expression: the instructions a global, an
+// element or a data offset may use, up to their end.
+func (r *reader) constExpr() {
+	for !r.failed() {
+		at := r.pos
+		switch op := r.byte(); op {
+		case opEnd:
+			return
+		case 0x41:
+			r.sleb(32)
+		case 0x42:
+			r.sleb(64)
+		case 0x43:
+			r.bytes(4)
+		case 0x44:
+			r.bytes(8)
+		case 0x23, 0xd2: // global.get, ref.func
+			r.u32()
+		case 0xd0: // ref.null
+			r.sleb(33)
+		case 0x6a, 0x6b, 0x6c, 0x7c, 0x7d, 0x7e: // extended constant arithmetic
+		case 0xfd: // v128.const
+			if sub := r.u32(); sub != 12 && !r.failed() {
+				r.fail(at, "unexpected instruction in a constant expression")
+			}
+			r.bytes(16)
+		default:
+			if !r.failed() {
+				r.fail(at, "unexpected instruction "+hexByte(op)+" in a constant expression")
+			}
+		}
+	}
+}
+
+// checkNameSection bounds the counts of the name section's module, function
+// and local names, which the runtime decodes even when it keeps no other
+// custom section.
+func checkNameSection(r *reader) {
+	for !r.done() && !r.failed() {
+		id := r.byte()
+		size := r.u32()
+		sub := &reader{base: r.offset()}
+		sub.buf = r.bytes(size)
+		if r.failed() {
+			return
+		}
+		switch id {
+		case 0:
+			sub.name()
+		case 1:
+			n := sub.count()
+			for i := uint32(0); i < n && !sub.failed(); i++ {
+				sub.u32()
+				sub.name()
+			}
+		case 2:
+			n := sub.count()
+			for i := uint32(0); i < n && !sub.failed(); i++ {
+				sub.u32()
+				k := sub.count()
+				for j := uint32(0); j < k && !sub.failed(); j++ {
+					sub.u32()
+					sub.name()
+				}
+			}
+		}
+		if sub.failed() {
+			r.fail(sub.failOff-r.base, sub.failMsg)
+			return
+		}
+	}
+}

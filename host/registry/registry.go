@@ -1,0 +1,558 @@
+// Package registry is the live set of rules: every stored rule record, each
+// with its module admitted into a sandbox, and an atomic snapshot of the
+// rules that should run.
+//
+// Changes go store-first: a new module is admitted (compiled, metered,
+// initialized) before anything is written, the module bytes and then the
+// record are stored, and only then does the in-memory snapshot swap. So an
+// acknowledged change is durable, a refused one changes nothing, and
+// evaluation workers never wait for a compile: they read the snapshot.
+// Changes are serialized by one mutex; they are rare and each is small
+// next to a compile.
+package registry
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/betracehq/betrace/api/abiv1"
+	"github.com/betracehq/betrace/host/evaluation"
+	"github.com/betracehq/betrace/host/rules"
+	"github.com/betracehq/betrace/host/sandbox"
+	"github.com/betracehq/betrace/host/store"
+)
+
+// Errors callers branch on; the API maps them to statuses.
+var (
+	ErrNotFound = errors.New("rule not found")
+	ErrExists   = errors.New("rule already exists")
+	ErrInvalid  = errors.New("invalid rule")
+	ErrRefused  = errors.New("module refused")
+)
+
+// Config holds what applies to every rule.
+type Config struct {
+	Quarantine rules.Config
+	// Instances is the sandbox pool size per rule; 0 means the sandbox default.
+	Instances int
+}
+
+// Registry holds the rules. It is safe for concurrent use.
+type Registry struct {
+	cfg     Config
+	store   store.Rules
+	host    *sandbox.Host
+	logger  *slog.Logger
+	now     func() time.Time
+	metrics *metrics
+
+	mu      sync.Mutex // serializes changes and guards entries
+	entries map[string]*entry
+	active  atomic.Pointer[[]*evaluation.Rule]
+	loaded  atomic.Bool
+}
+
+type entry struct {
+	rec     rules.Record
+	rule    *evaluation.Rule // nil when the module could not be loaded
+	loadErr string
+	strikes *rules.Strikes
+	stats   *evaluation.Stats
+}
+
+// New returns an empty registry; Load fills it from the store.
+func New(cfg Config, st store.Rules, host *sandbox.Host, logger *slog.Logger, reg prometheus.Registerer, now func() time.Time) *Registry {
+	r := &Registry{cfg: cfg, store: st, host: host, logger: logger, now: now, metrics: newMetrics(reg), entries: map[string]*entry{}}
+	r.active.Store(&[]*evaluation.Rule{})
+	return r
+}
+
+// Load admits every stored rule. A rule whose module no longer loads is
+// kept, not running, with the reason shown as its stateReason.
+func (r *Registry) Load(ctx context.Context) error {
+	recs, err := r.store.ListRules(ctx)
+	if err != nil {
+		return fmt.Errorf("registry: load rules: %w", err)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, rec := range recs {
+		e := &entry{rec: rec, stats: &evaluation.Stats{}, strikes: rules.NewStrikes(r.cfg.Quarantine, r.now)}
+		if err := r.admit(ctx, e, rec.Module.SHA256, nil); err != nil {
+			e.loadErr = err.Error()
+			r.logger.Error("rule module failed to load; the rule will not run until a new module is installed", "rule_id", rec.ID, "err", err)
+		}
+		r.entries[rec.ID] = e
+	}
+	r.publish()
+	r.loaded.Store(true)
+	r.logger.Info("rules loaded", "rules", len(recs), "active", len(*r.active.Load()))
+	return nil
+}
+
+// Loaded reports whether Load has completed (for readiness).
+func (r *Registry) Loaded() bool { return r.loaded.Load() }
+
+// Active returns the rules to run now. The slice must not be modified.
+func (r *Registry) Active() []*evaluation.Rule { return *r.active.Load() }
+
+// admit loads module bytes (fetched from the store when module is nil) into
+// a sandbox for e.rec and replaces e.rule, closing the old sandbox.
+func (r *Registry) admit(ctx context.Context, e *entry, sha string, module []byte) error {
+	if module == nil {
+		var err error
+		if module, err = r.store.Module(ctx, sha); err != nil {
+			return fmt.Errorf("read module %s: %w", sha, err)
+		}
+	}
+	sb, err := r.host.Load(ctx, module, r.limits(e.rec.Limits))
+	if err != nil {
+		return err
+	}
+	r.swapSandbox(ctx, e, sb)
+	return nil
+}
+
+func (r *Registry) swapSandbox(ctx context.Context, e *entry, sb *sandbox.Sandbox) {
+	old := e.rule
+	e.rule = &evaluation.Rule{ID: e.rec.ID, Name: e.rec.Name, Severity: string(e.rec.Severity), Version: e.rec.Module.Version,
+		Sandbox: sb, Strikes: e.strikes, Stats: e.stats}
+	e.loadErr = ""
+	if old != nil && old.Sandbox != sb {
+		go old.Sandbox.Close(context.WithoutCancel(ctx)) // waits for calls in flight
+	}
+}
+
+func (r *Registry) limits(l rules.Limits) sandbox.Limits {
+	return sandbox.Limits{Fuel: l.Fuel, MemoryPages: l.MemoryPages, Instances: r.cfg.Instances}
+}
+
+// publish rebuilds the snapshot of active rules; call with mu held.
+func (r *Registry) publish() {
+	active := make([]*evaluation.Rule, 0, len(r.entries))
+	counts := map[rules.State]int{}
+	for _, id := range r.sortedIDs() {
+		e := r.entries[id]
+		counts[e.rec.State()]++
+		if e.rule == nil || e.rec.State() != rules.StateActive {
+			continue
+		}
+		// Metadata may have changed without a new sandbox: refresh the view.
+		rule := *e.rule
+		rule.Name, rule.Severity, rule.Version = e.rec.Name, string(e.rec.Severity), e.rec.Module.Version
+		e.rule = &rule
+		active = append(active, e.rule)
+	}
+	r.active.Store(&active)
+	for _, s := range []rules.State{rules.StateActive, rules.StateDisabled, rules.StateQuarantined} {
+		r.metrics.rules.WithLabelValues(string(s)).Set(float64(counts[s]))
+	}
+}
+
+func (r *Registry) sortedIDs() []string {
+	ids := make([]string, 0, len(r.entries))
+	for id := range r.entries {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	return ids
+}
+
+// View is a rule as the API shows it.
+type View struct {
+	Record      rules.Record
+	State       rules.State
+	StateReason string
+	Stats       evaluation.StatsSnapshot
+}
+
+func (e *entry) view() View {
+	v := View{Record: e.rec, State: e.rec.State(), Stats: e.stats.Snapshot()}
+	switch {
+	case v.State == rules.StateDisabled:
+		v.StateReason = "disabled by an operator"
+	case v.State == rules.StateQuarantined:
+		q := e.rec.Quarantine
+		v.StateReason = fmt.Sprintf("quarantined after %d strikes: %s (trace %s, fuel used %d): %s", q.Strikes, q.Reason, q.TraceID, q.FuelUsed, q.LastError)
+	case e.loadErr != "":
+		v.StateReason = "module failed to load: " + e.loadErr
+	}
+	v.Record.Tags = nonNil(v.Record.Tags)
+	return v
+}
+
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}
+
+// List returns every rule ordered by ID.
+func (r *Registry) List() []View {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]View, 0, len(r.entries))
+	for _, id := range r.sortedIDs() {
+		out = append(out, r.entries[id].view())
+	}
+	return out
+}
+
+// Get returns one rule.
+func (r *Registry) Get(id string) (View, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	e, ok := r.entries[id]
+	if !ok {
+		return View{}, fmt.Errorf("%w: %q", ErrNotFound, id)
+	}
+	return e.view(), nil
+}
+
+// Module returns the bytes of the rule's module in force.
+func (r *Registry) Module(ctx context.Context, id string) ([]byte, error) {
+	v, err := r.Get(id)
+	if err != nil {
+		return nil, err
+	}
+	return r.store.Module(ctx, v.Record.Module.SHA256)
+}
+
+// Spec is what a caller gives to create a rule or change one. Nil fields
+// are left as they are (or, on create, taken from the module's own
+// description, then defaults).
+type Spec struct {
+	ID          string
+	Name        *string
+	Description *string
+	Severity    *string
+	Tags        *[]string
+	Enabled     *bool
+	Fuel        *uint64
+	MemoryPages *uint32
+	Expression  *string
+	// Module, when set, is installed as a new version.
+	Module []byte
+	Source string // "wasm" (default) or "dsl"
+}
+
+// Create admits spec.Module and stores a new rule.
+func (r *Registry) Create(ctx context.Context, spec Spec) (View, error) {
+	if len(spec.Module) == 0 {
+		return View{}, fmt.Errorf("%w: a rule needs a module", ErrInvalid)
+	}
+	sb, err := r.host.Load(ctx, spec.Module, r.limitsOf(spec, rules.Limits{}))
+	if err != nil {
+		return View{}, fmt.Errorf("%w: %w", ErrRefused, err)
+	}
+	d := sb.Description()
+	if spec.ID == "" {
+		spec.ID = d.ID
+	}
+	now := r.now().UTC()
+	rec := rules.Record{ID: spec.ID, Name: d.Name, Description: d.Description, Tags: d.Tags, Enabled: true, CreatedAt: now, UpdatedAt: now, Revision: 1}
+	if rec.Severity, err = rules.ParseSeverity(orDefault(d.Severity, "MEDIUM")); err != nil {
+		rec.Severity = rules.SeverityMedium
+	}
+	if err := applySpec(&rec, spec); err != nil {
+		sb.Close(ctx)
+		return View{}, err
+	}
+	if rec.ID == "" {
+		sb.Close(ctx)
+		return View{}, fmt.Errorf("%w: no rule id: give one (the id query parameter or metadata field) or describe it in the module", ErrInvalid)
+	}
+	if err := rules.ValidateID(rec.ID); err != nil {
+		sb.Close(ctx)
+		return View{}, fmt.Errorf("%w: %w", ErrInvalid, err)
+	}
+	if rec.Name == "" {
+		rec.Name = rec.ID
+	}
+	rec.AddVersion(r.moduleRef(spec, now))
+
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if _, ok := r.entries[rec.ID]; ok {
+		sb.Close(ctx)
+		return View{}, fmt.Errorf("%w: %q", ErrExists, rec.ID)
+	}
+	if err := r.store.PutModule(ctx, rec.Module.SHA256, spec.Module); err != nil {
+		sb.Close(ctx)
+		return View{}, fmt.Errorf("store module of %q: %w", rec.ID, err)
+	}
+	if err := r.store.CreateRule(ctx, rec); err != nil {
+		sb.Close(ctx)
+		if errors.Is(err, store.ErrExists) {
+			return View{}, fmt.Errorf("%w: %q", ErrExists, rec.ID)
+		}
+		return View{}, fmt.Errorf("store rule %q: %w", rec.ID, err)
+	}
+	e := &entry{rec: rec, stats: &evaluation.Stats{}, strikes: rules.NewStrikes(r.cfg.Quarantine, r.now)}
+	r.swapSandbox(ctx, e, sb)
+	r.entries[rec.ID] = e
+	r.publish()
+	r.logger.Info("rule created", "rule_id", rec.ID, "version", rec.Module.Version, "sha256", rec.Module.SHA256, "enabled", rec.Enabled)
+	return e.view(), nil
+}
+
+func (r *Registry) moduleRef(spec Spec, now time.Time) rules.Module {
+	sum := sha256.Sum256(spec.Module)
+	return rules.Module{SHA256: hex.EncodeToString(sum[:]), SizeBytes: len(spec.Module), ABIVersion: abiv1.Version, Source: orDefault(spec.Source, "wasm"), CreatedAt: now}
+}
+
+func (r *Registry) limitsOf(spec Spec, l rules.Limits) sandbox.Limits {
+	if spec.Fuel != nil {
+		l.Fuel = *spec.Fuel
+	}
+	if spec.MemoryPages != nil {
+		l.MemoryPages = *spec.MemoryPages
+	}
+	return r.limits(l)
+}
+
+func applySpec(rec *rules.Record, spec Spec) error {
+	if spec.Name != nil {
+		rec.Name = *spec.Name
+	}
+	if spec.Description != nil {
+		rec.Description = *spec.Description
+	}
+	if spec.Severity != nil {
+		s, err := rules.ParseSeverity(*spec.Severity)
+		if err != nil {
+			return fmt.Errorf("%w: %w", ErrInvalid, err)
+		}
+		rec.Severity = s
+	}
+	if spec.Tags != nil {
+		rec.Tags = slices.Clone(*spec.Tags)
+	}
+	if spec.Enabled != nil {
+		rec.Enabled = *spec.Enabled
+		if rec.Enabled {
+			rec.Quarantine = nil
+		}
+	}
+	if spec.Fuel != nil {
+		rec.Limits.Fuel = *spec.Fuel
+	}
+	if spec.MemoryPages != nil {
+		rec.Limits.MemoryPages = *spec.MemoryPages
+	}
+	if spec.Expression != nil {
+		rec.Expression = *spec.Expression
+	}
+	switch {
+	case len(rec.Name) > 256:
+		return fmt.Errorf("%w: name is %d bytes, at most 256", ErrInvalid, len(rec.Name))
+	case len(rec.Description) > 4096:
+		return fmt.Errorf("%w: description is %d bytes, at most 4096", ErrInvalid, len(rec.Description))
+	case len(rec.Tags) > 32:
+		return fmt.Errorf("%w: %d tags, at most 32", ErrInvalid, len(rec.Tags))
+	}
+	if err := (sandbox.Limits{Fuel: rec.Limits.Fuel, MemoryPages: rec.Limits.MemoryPages}).Validate(); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalid, err)
+	}
+	return nil
+}
+
+func orDefault(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}
+
+// Update changes a rule: metadata fields named in spec and, when
+// spec.Module is set, a new module version.
+func (r *Registry) Update(ctx context.Context, spec Spec) (View, error) {
+	return r.change(ctx, spec.ID, "rule updated", func(e *entry, rec *rules.Record) (*sandbox.Sandbox, error) {
+		wasEnabled := rec.Enabled
+		if err := applySpec(rec, spec); err != nil {
+			return nil, err
+		}
+		limitsChanged := spec.Fuel != nil || spec.MemoryPages != nil
+		if len(spec.Module) == 0 && !limitsChanged {
+			if rec.Enabled && !wasEnabled {
+				e.strikes.Clear()
+			}
+			return nil, nil
+		}
+		module := spec.Module
+		if module == nil {
+			var err error
+			if module, err = r.store.Module(ctx, rec.Module.SHA256); err != nil {
+				return nil, fmt.Errorf("read module of %q: %w", rec.ID, err)
+			}
+		}
+		sb, err := r.host.Load(ctx, module, r.limits(rec.Limits))
+		if err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrRefused, err)
+		}
+		if spec.Module != nil {
+			rec.AddVersion(r.moduleRef(spec, r.now().UTC()))
+			if err := r.store.PutModule(ctx, rec.Module.SHA256, module); err != nil {
+				sb.Close(ctx)
+				return nil, fmt.Errorf("store module of %q: %w", rec.ID, err)
+			}
+		}
+		return sb, nil
+	})
+}
+
+// SetEnabled enables or disables a rule. Enabling clears a quarantine and
+// the strikes behind it. Both are idempotent.
+func (r *Registry) SetEnabled(ctx context.Context, id string, enabled bool) (View, error) {
+	event := "rule disabled"
+	if enabled {
+		event = "rule enabled"
+	}
+	return r.change(ctx, id, event, func(e *entry, rec *rules.Record) (*sandbox.Sandbox, error) {
+		rec.Enabled = enabled
+		if enabled {
+			rec.Quarantine = nil
+			e.strikes.Clear()
+		}
+		return nil, nil
+	})
+}
+
+// Rollback returns a rule to an earlier module version: version, or the
+// one before the current when version is 0.
+func (r *Registry) Rollback(ctx context.Context, id string, version int) (View, error) {
+	return r.change(ctx, id, "rule rolled back", func(e *entry, rec *rules.Record) (*sandbox.Sandbox, error) {
+		target := -1
+		for i, m := range rec.Versions {
+			if (version == 0 && m.Version < rec.Module.Version) || (version != 0 && m.Version == version) {
+				target = i
+			}
+		}
+		if target < 0 || (version != 0 && rec.Versions[target].Version == rec.Module.Version) {
+			kept := make([]int, len(rec.Versions))
+			for i, m := range rec.Versions {
+				kept[i] = m.Version
+			}
+			return nil, fmt.Errorf("%w: no version to roll back to (current %d, kept %v)", ErrInvalid, rec.Module.Version, kept)
+		}
+		m := rec.Versions[target]
+		module, err := r.store.Module(ctx, m.SHA256)
+		if err != nil {
+			return nil, fmt.Errorf("read module version %d of %q: %w", m.Version, rec.ID, err)
+		}
+		sb, err := r.host.Load(ctx, module, r.limits(rec.Limits))
+		if err != nil {
+			return nil, fmt.Errorf("%w: version %d: %w", ErrRefused, m.Version, err)
+		}
+		// The old module becomes the newest version, so history stays linear.
+		m.CreatedAt = r.now().UTC()
+		rec.AddVersion(m)
+		return sb, nil
+	})
+}
+
+// change applies fn to a copy of a rule's record, stores it and publishes.
+// fn may return a new sandbox to install with the record.
+func (r *Registry) change(ctx context.Context, id, event string, fn func(*entry, *rules.Record) (*sandbox.Sandbox, error)) (View, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	e, ok := r.entries[id]
+	if !ok {
+		return View{}, fmt.Errorf("%w: %q", ErrNotFound, id)
+	}
+	rec := e.rec
+	rec.Tags = slices.Clone(rec.Tags)
+	rec.Versions = slices.Clone(rec.Versions)
+	sb, err := fn(e, &rec)
+	if err != nil {
+		return View{}, err
+	}
+	rec.UpdatedAt = r.now().UTC()
+	rec.Revision++
+	if err := r.store.UpdateRule(ctx, rec); err != nil {
+		if sb != nil {
+			sb.Close(ctx)
+		}
+		return View{}, fmt.Errorf("store rule %q: %w", id, err)
+	}
+	e.rec = rec
+	if sb != nil {
+		e.strikes.Clear()
+		r.swapSandbox(ctx, e, sb)
+	}
+	r.publish()
+	r.logger.Info(event, "rule_id", id, "state", string(rec.State()), "version", rec.Module.Version)
+	return e.view(), nil
+}
+
+// Delete removes a rule; its module bytes stay in the store.
+func (r *Registry) Delete(ctx context.Context, id string) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	e, ok := r.entries[id]
+	if !ok {
+		return fmt.Errorf("%w: %q", ErrNotFound, id)
+	}
+	if err := r.store.DeleteRule(ctx, id); err != nil && !errors.Is(err, store.ErrNotFound) {
+		return fmt.Errorf("delete rule %q: %w", id, err)
+	}
+	delete(r.entries, id)
+	r.publish()
+	if e.rule != nil {
+		go e.rule.Sandbox.Close(context.WithoutCancel(ctx))
+	}
+	r.logger.Info("rule deleted", "rule_id", id)
+	return nil
+}
+
+// Quarantine records that a rule tripped its strikes and stops it.
+func (r *Registry) Quarantine(ctx context.Context, id string, q rules.Quarantine) error {
+	r.metrics.quarantines.WithLabelValues(id).Inc()
+	_, err := r.change(ctx, id, "rule quarantined", func(e *entry, rec *rules.Record) (*sandbox.Sandbox, error) {
+		rec.Quarantine = &q
+		return nil, nil
+	})
+	if err == nil {
+		r.logger.Warn("rule quarantined: it will not run until enabled again", "rule_id", id, "reason", q.Reason, "trace_id", q.TraceID, "fuel_used", q.FuelUsed, "last_error", q.LastError)
+	}
+	return err
+}
+
+// Close frees every sandbox.
+func (r *Registry) Close(ctx context.Context) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, e := range r.entries {
+		if e.rule != nil {
+			e.rule.Sandbox.Close(ctx)
+		}
+	}
+	r.entries = map[string]*entry{}
+	r.active.Store(&[]*evaluation.Rule{})
+}
+
+type metrics struct {
+	rules       *prometheus.GaugeVec
+	quarantines *prometheus.CounterVec
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		rules: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "betrace_rules", Help: "Rules by state (active, disabled, quarantined)."}, []string{"state"}),
+		quarantines: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "betrace_rule_quarantines_total",
+			Help: "Times a rule was quarantined after repeated sandbox faults."}, []string{"rule_id"}),
+	}
+	reg.MustRegister(m.rules, m.quarantines)
+	return m
+}

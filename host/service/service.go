@@ -1,0 +1,294 @@
+// Package service builds BeTrace from one Config and owns the order in which
+// its parts start and stop. It is imported only by cmd/betrace.
+//
+// Start goes downstream first (store, sandboxes and rules, exporter,
+// evaluation workers, assembler) and opens the doors last (HTTP, gRPC), so
+// nothing is accepted that cannot be processed. Shutdown goes the other way:
+// stop accepting, complete every buffered trace, evaluate it, store its
+// violations, flush the exporter, close the store — all within the
+// shutdown deadline.
+package service
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"path/filepath"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/betracehq/betrace/api/abiv1"
+	"github.com/betracehq/betrace/host/evaluation"
+	"github.com/betracehq/betrace/host/export"
+	"github.com/betracehq/betrace/host/health"
+	"github.com/betracehq/betrace/host/httpapi"
+	"github.com/betracehq/betrace/host/ingest"
+	"github.com/betracehq/betrace/host/registry"
+	"github.com/betracehq/betrace/host/rules"
+	"github.com/betracehq/betrace/host/sandbox"
+	"github.com/betracehq/betrace/host/store/embedded"
+	"github.com/betracehq/betrace/host/traces"
+	"github.com/betracehq/betrace/host/violations"
+)
+
+// Config is everything an operator can set. Each part is its package's own
+// Config; cmd/betrace fills them from flags and the environment.
+type Config struct {
+	// HTTPAddr serves the API, metrics and OTLP/HTTP. Default ":12011".
+	HTTPAddr string
+	// DataDir holds the embedded store and the compilation cache. Default "./data".
+	DataDir string
+	// APIToken guards /v1/rules… and /v1/violations; empty leaves them open.
+	APIToken string
+	// Workers evaluating completed traces; 0 means one per CPU.
+	Workers int
+	// ShutdownTimeout bounds Shutdown. Default 10s.
+	ShutdownTimeout time.Duration
+
+	Traces     traces.Config
+	Ingest     ingest.Config
+	Export     export.Config
+	Store      embedded.Config // Dir defaults to DataDir
+	Quarantine rules.Config
+	Version    string
+}
+
+// DefaultConfig returns every default.
+func DefaultConfig() Config {
+	return Config{
+		HTTPAddr:        ":12011",
+		DataDir:         "./data",
+		ShutdownTimeout: 10 * time.Second,
+		Traces:          traces.DefaultConfig(),
+		Ingest:          ingest.DefaultConfig(),
+		Export:          export.DefaultConfig(),
+		Store:           embedded.DefaultConfig(),
+		Quarantine:      rules.DefaultConfig(),
+		Version:         "dev",
+	}
+}
+
+// Validate reports every problem, each prefixed with where it is.
+func (c Config) Validate() error {
+	var errs []error
+	add := func(where string, err error) {
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", where, err))
+		}
+	}
+	if c.HTTPAddr == "" {
+		errs = append(errs, errors.New("http address is empty"))
+	}
+	if c.DataDir == "" {
+		errs = append(errs, errors.New("data directory is empty"))
+	}
+	if c.ShutdownTimeout <= 0 {
+		errs = append(errs, errors.New("shutdown timeout must be positive"))
+	}
+	add("traces", c.Traces.Validate())
+	add("ingest", c.Ingest.Validate())
+	add("export", c.Export.Validate())
+	add("quarantine", c.Quarantine.Validate())
+	return errors.Join(errs...)
+}
+
+// Service is a running BeTrace.
+type Service struct {
+	cfg      Config
+	logger   *slog.Logger
+	registry *prometheus.Registry
+
+	store     *embedded.Store
+	host      *sandbox.Host
+	rules     *registry.Registry
+	exporter  *export.Exporter
+	pool      *evaluation.Pool
+	assembler *traces.Assembler
+	receiver  *ingest.Receiver
+	http      *http.Server
+	listener  net.Listener
+	serveErr  chan error
+}
+
+// New builds every component; nothing runs until Start.
+func New(cfg Config, logger *slog.Logger) (*Service, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	s := &Service{cfg: cfg, logger: logger, registry: reg, serveErr: make(chan error, 1)}
+	now := time.Now
+
+	if cfg.Store.Dir == "" {
+		cfg.Store.Dir = cfg.DataDir
+	}
+	st, err := embedded.Open(cfg.Store, now)
+	if err != nil {
+		return nil, fmt.Errorf("open the embedded store: %w", err)
+	}
+	s.store = st
+	s.host, err = sandbox.NewHost(filepath.Join(cfg.DataDir, "compile-cache"))
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	s.rules = registry.New(registry.Config{Quarantine: cfg.Quarantine}, st, s.host, logger.With("component", "rules"), reg, now)
+
+	s.exporter, err = export.New(cfg.Export, logger.With("component", "export"), reg)
+	if err != nil {
+		s.closeStorage()
+		return nil, err
+	}
+	s.pool = evaluation.NewPool(evaluation.PoolConfig{Workers: cfg.Workers}, evaluation.PoolDeps{
+		Rules:      s.rules.Active,
+		Record:     s.record,
+		Quarantine: s.quarantine,
+		Logger:     logger.With("component", "evaluation"),
+		Registerer: reg,
+		Now:        now,
+	})
+	s.assembler, err = traces.New(cfg.Traces, s.evaluate, traces.Settings{Logger: logger.With("component", "traces"), Registerer: reg, Now: now})
+	if err != nil {
+		s.closeStorage()
+		return nil, err
+	}
+	s.receiver, err = ingest.New(cfg.Ingest, s.assembler.Add, ingest.Settings{Logger: logger.With("component", "ingest"), Registerer: reg})
+	if err != nil {
+		s.closeStorage()
+		return nil, err
+	}
+
+	hr := health.New(2 * time.Second)
+	hr.Register("rules", func(context.Context) error {
+		if !s.rules.Loaded() {
+			return errors.New("rules are still loading")
+		}
+		return nil
+	})
+	hr.Register("storage", st.Ping)
+	started := now()
+	s.http = &http.Server{
+		Handler: httpapi.New(httpapi.Config{APIToken: cfg.APIToken}, httpapi.Deps{
+			Rules: s.rules, Violations: st, Health: hr, Gatherer: reg,
+			Ingest:  map[string]http.Handler{"/v1/traces": s.receiver.TracesHandler(), "/v1/spans": s.receiver.SpansHandler()},
+			Version: cfg.Version, Started: started, Now: now,
+		}, logger.With("component", "httpapi"), reg),
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       60 * time.Second,
+		WriteTimeout:      60 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+	}
+	return s, nil
+}
+
+// evaluate hands a completed trace to the worker pool; it blocks while the
+// pool is full, which keeps the trace's bytes counted and pushes back on
+// ingest.
+func (s *Service) evaluate(t *traces.Trace) {
+	var flags uint32
+	if t.Fragment {
+		flags |= abiv1.TraceFlagFragment
+	}
+	err := s.pool.Submit(context.Background(), evaluation.Job{
+		Spans: t.Spans, Flags: flags, Trigger: t.Completion.String(), CompletedAt: time.Now(), Done: t.Release,
+	})
+	if err != nil {
+		t.Release()
+		s.logger.Error("completed trace dropped: the evaluation pool is stopped", "err", err)
+	}
+}
+
+// record stores a trace's violations, then exports them.
+func (s *Service) record(ctx context.Context, vs []violations.Violation) error {
+	if err := s.store.AppendViolations(ctx, vs); err != nil {
+		return err
+	}
+	s.exporter.Export(vs)
+	return nil
+}
+
+func (s *Service) quarantine(ctx context.Context, ruleID string, q rules.Quarantine) {
+	if err := s.rules.Quarantine(ctx, ruleID, q); err != nil {
+		s.logger.Error("could not record a rule's quarantine", "rule_id", ruleID, "err", err)
+	}
+}
+
+// Start loads the rules and starts every component, doors last.
+func (s *Service) Start(ctx context.Context) error {
+	if err := s.rules.Load(ctx); err != nil {
+		return err
+	}
+	for _, c := range []interface{ Start(context.Context) error }{s.exporter, s.pool, s.assembler} {
+		if err := c.Start(ctx); err != nil {
+			return err
+		}
+	}
+	ln, err := net.Listen("tcp", s.cfg.HTTPAddr)
+	if err != nil {
+		return fmt.Errorf("listen on %s for the HTTP API: %w (set BETRACE_PORT_BACKEND to use another port)", s.cfg.HTTPAddr, err)
+	}
+	s.listener = ln
+	if err := s.receiver.Start(ctx); err != nil {
+		ln.Close()
+		return err
+	}
+	go func() {
+		if err := s.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.serveErr <- err
+		}
+	}()
+	s.logger.Info("betrace serving", "http", ln.Addr().String(), "otlp_grpc", s.receiver.GRPCAddr(), "data_dir", s.cfg.DataDir,
+		"rules", len(s.rules.List()), "version", s.cfg.Version,
+		"trace_settle", s.cfg.Traces.Settle, "trace_idle_timeout", s.cfg.Traces.IdleTimeout, "trace_max_age", s.cfg.Traces.MaxAge,
+		"trace_max_spans", s.cfg.Traces.MaxSpans, "trace_buffer_bytes", s.cfg.Traces.MaxBytes,
+		"rule_fuel", sandbox.DefaultFuel, "rule_memory_pages", sandbox.DefaultMemoryPages,
+		"api_token", s.cfg.APIToken != "", "ingest_token", s.cfg.Ingest.Token != "", "export", s.cfg.Export.Endpoint != "")
+	return nil
+}
+
+// HTTPAddr returns the address the API listens on (useful with port 0).
+func (s *Service) HTTPAddr() string { return s.listener.Addr().String() }
+
+// Err reports a fatal serving error.
+func (s *Service) Err() <-chan error { return s.serveErr }
+
+// Shutdown stops intake, evaluates what is buffered, persists and releases
+// everything, within ctx's deadline.
+func (s *Service) Shutdown(ctx context.Context) error {
+	var errs []error
+	keep := func(err error) {
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	s.logger.Info("betrace shutting down: no new spans are accepted")
+	if s.listener != nil {
+		keep(s.http.Shutdown(ctx))
+	}
+	keep(s.receiver.Shutdown(ctx))
+	keep(s.assembler.Shutdown(ctx)) // completes every buffered trace
+	keep(s.pool.Shutdown(ctx))      // evaluates and records them
+	keep(s.exporter.Shutdown(ctx))
+	s.rules.Close(ctx)
+	keep(s.closeStorage())
+	if len(errs) == 0 {
+		s.logger.Info("betrace stopped")
+	}
+	return errors.Join(errs...)
+}
+
+func (s *Service) closeStorage() error {
+	var errs []error
+	if s.host != nil {
+		errs = append(errs, s.host.Close(context.Background()))
+	}
+	errs = append(errs, s.store.Close())
+	return errors.Join(errs...)
+}

@@ -1,0 +1,66 @@
+// Package embedded is BeTrace's single-node store: everything in one bbolt
+// file, Config.Dir/betrace.db, that survives a crash of the process or the
+// machine.
+//
+// # Durability
+//
+// bbolt is a copy-on-write B+tree with one writer at a time. A transaction
+// commits by writing its pages and then a new meta page, with an fsync
+// (fdatasync on Linux) after each, so a commit either happened whole or
+// not at all, and once Update returns it survives kill -9 and power loss.
+// Every write of this package is one such transaction; a method that
+// returns nil has committed. The file is locked (flock) while open, so a
+// second process using the same directory gets ErrInUse after a second
+// instead of corrupting it.
+//
+// # Layout
+//
+// Bucket "rules" maps a rule ID to its rules.Record as JSON. Bucket
+// "modules" maps a lower-case hex sha256 to module bytes, so equal modules
+// are stored once; the digest is checked on every read, and a mismatch is
+// store.ErrCorrupt rather than a module that would run. Bucket
+// "violations" is keyed by (timestamp, violation ID): the keys sort by
+// time, newest first is a reverse cursor walk, and a retried append of
+// the same violation rewrites one row. A violation's value is a small
+// binary header (severity, rule ID, trace ID) followed by its JSON.
+//
+// # Group commit
+//
+// fsync is the cost of a write, a few milliseconds on typical disks.
+// Violations arrive as one small batch per completed trace from several
+// workers, so one goroutine, the writer, takes every batch waiting, writes
+// them in one transaction and acknowledges them all after its fsync;
+// batches that arrive meanwhile go in the next transaction. There is no
+// timer: an idle store commits a batch at once, a busy one commits bigger
+// batches. Each call is still atomic: its rows commit together.
+//
+// # Index
+//
+// Listing violations must count every match (TotalCount) under filters by
+// time, severity, rule and trace. Over a million violations on disk that
+// would mean decoding a million rows per query. Instead the store keeps a
+// compact index in memory of every stored violation, about 65 bytes each:
+// timestamp, interned severity and rule ID, trace ID as 16 bytes, and the
+// violation ID, sorted like the keys and stored as columns. A query
+// narrows the time range by binary search, counts by scanning the columns
+// it filters on, and reads from disk only the page it returns. Open
+// rebuilds the index from the value headers without decoding JSON. The
+// writer is the index's only mutator: rows enter the index after they are
+// committed and leave it before they are deleted, so a query that finds
+// an entry also finds its row.
+//
+// Cursors are the base64url of the last key returned. Keys never change,
+// so a cursor continues strictly after that violation however many newer
+// ones arrive between pages.
+//
+// # Retention
+//
+// By default the store keeps at most 1,000,000 violations and none older
+// than 7 days (DefaultMaxViolations, DefaultMaxViolationAge): at the
+// hundreds of violations a second a busy service records, that is hours to
+// days of history, and on the order of a gigabyte of disk and 65 MB of
+// index. The oldest violations go first. Every append transaction also
+// deletes what its rows push over the count limit; the writer checks the
+// age limit every minute and Open trims before it returns. Trimmed counts
+// what was removed. bbolt reuses freed pages but never shrinks its file.
+package embedded

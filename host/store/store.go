@@ -1,0 +1,69 @@
+// Package store defines where BeTrace keeps what must survive a restart:
+// rules (metadata, state, module history), module bytes, and violations.
+//
+// There are two implementations: store/embedded, a crash-safe single-node
+// store in a data directory, and store/redisstore, shared by every instance
+// of a cluster. Both keep modules content-addressed by sha256 and verify
+// the digest on every read, so a corrupted module is reported, never run.
+//
+// A write that returns nil is durable: the caller may acknowledge it.
+package store
+
+import (
+	"context"
+	"errors"
+
+	"github.com/betracehq/betrace/host/rules"
+	"github.com/betracehq/betrace/host/violations"
+)
+
+// Errors callers branch on.
+var (
+	ErrNotFound    = errors.New("not found")
+	ErrExists      = errors.New("already exists")
+	ErrCorrupt     = errors.New("stored data is corrupt")
+	ErrUnavailable = errors.New("storage unavailable")
+	// ErrConflict: the record changed since it was read (Revision moved).
+	ErrConflict = errors.New("concurrent update")
+	// ErrBadCursor: a violations cursor that this store did not issue.
+	ErrBadCursor = errors.New("invalid cursor")
+)
+
+// Rules stores rule records and module bytes.
+type Rules interface {
+	// ListRules returns every rule, ordered by ID.
+	ListRules(ctx context.Context) ([]rules.Record, error)
+	// Rule returns one rule or ErrNotFound.
+	Rule(ctx context.Context, id string) (rules.Record, error)
+	// CreateRule stores a new rule, or returns ErrExists.
+	CreateRule(ctx context.Context, r rules.Record) error
+	// UpdateRule replaces a rule whose stored Revision is r.Revision-1;
+	// ErrNotFound if it is gone, ErrConflict if someone else changed it.
+	UpdateRule(ctx context.Context, r rules.Record) error
+	// DeleteRule removes a rule (not its modules) or returns ErrNotFound.
+	DeleteRule(ctx context.Context, id string) error
+	// PutModule stores module bytes under their sha256 (hex); storing
+	// the same bytes twice is a no-op.
+	PutModule(ctx context.Context, sha256 string, module []byte) error
+	// Module returns the bytes stored under sha256, verifying the digest
+	// (ErrCorrupt on mismatch, ErrNotFound if absent).
+	Module(ctx context.Context, sha256 string) ([]byte, error)
+}
+
+// Violations stores violations with bounded retention.
+type Violations interface {
+	// AppendViolations stores a batch atomically.
+	AppendViolations(ctx context.Context, vs []violations.Violation) error
+	// QueryViolations returns one page, newest first.
+	QueryViolations(ctx context.Context, q violations.Query) (violations.Page, error)
+}
+
+// Store is a whole backend.
+type Store interface {
+	Rules
+	Violations
+	// Ping reports whether the backend is reachable (for /ready).
+	Ping(ctx context.Context) error
+	// Close flushes and releases the backend.
+	Close() error
+}
