@@ -89,7 +89,8 @@ func (c Config) grpcEnabled() bool {
 
 // Settings are the developer-set dependencies of a Receiver.
 type Settings struct {
-	// Logger receives lifecycle lines only. Nil discards them.
+	// Logger receives lifecycle lines only; the caller tags it with its
+	// component. Nil discards them.
 	Logger *slog.Logger
 	// Registerer receives the receivers' metrics. Nil keeps them private.
 	Registerer prometheus.Registerer

@@ -22,7 +22,7 @@ var (
 	ErrBadSpanID         = errors.New("span has a malformed span ID")
 	ErrBadParentSpanID   = errors.New("span has a malformed parent span ID")
 	ErrTooManyAttributes = errors.New("span has too many attributes")
-	ErrMalformedSpan     = errors.New("span is not valid JSON for its schema")
+	ErrMalformedSpan     = errors.New("span is malformed")
 )
 
 // reasons maps each rejection error to its metric label. The list is the

@@ -15,17 +15,17 @@ const (
 
 // Request outcomes, the outcome label of betrace_ingest_requests_total.
 const (
-	outcomeOK               = "ok"
-	outcomePartial          = "partial"
-	outcomeMalformed        = "malformed"
-	outcomeTooLarge         = "too_large"
-	outcomeUnsupported      = "unsupported"
-	outcomeMethod           = "method_not_allowed"
-	outcomeUnauthenticated  = "unauthenticated"
-	outcomeFull             = "full"
-	outcomeUnavailable      = "unavailable"
-	outcomeCanceled         = "canceled"
-	outcomeError            = "error"
+	outcomeOK              = "ok"
+	outcomePartial         = "partial"
+	outcomeMalformed       = "malformed"
+	outcomeTooLarge        = "too_large"
+	outcomeUnsupported     = "unsupported"
+	outcomeMethod          = "method_not_allowed"
+	outcomeUnauthenticated = "unauthenticated"
+	outcomeFull            = "full"
+	outcomeUnavailable     = "unavailable"
+	outcomeCanceled        = "canceled"
+	outcomeError           = "error"
 )
 
 type metrics struct {

@@ -75,7 +75,6 @@ func New(cfg Config, sink Sink, set Settings) (*Receiver, error) {
 	if r.log == nil {
 		r.log = slog.New(slog.DiscardHandler)
 	}
-	r.log = r.log.With("component", "ingest")
 	return r, nil
 }
 

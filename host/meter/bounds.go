@@ -10,6 +10,12 @@ import (
 // without it a 20-byte body can declare 2^32 locals.
 const maxLocals = 50000
 
+// MaxTableElements caps a table's initial size. Tables are allocated in the
+// host when an instance is created and no memory cap covers them, so a
+// module declaring 2^27 slots would cost the host a gigabyte per instance.
+// Go guests use a few thousand.
+const MaxTableElements = 1 << 20
+
 // checkCounts refuses vector counts larger than the bytes that are meant to
 // hold them. The runtime that compiles the metered module sizes its slices
 // by the declared count before reading the entries, so a module of a few
@@ -29,7 +35,21 @@ func checkCounts(s *section) error {
 		if !r.failed() && string(name) == "name" {
 			checkNameSection(r)
 		}
-	case secTable, secMemory, secGlobal:
+	case secTable:
+		what = "table section"
+		n := r.count()
+		for i := uint32(0); i < n && !r.failed(); i++ {
+			r.byte() // element type
+			at := r.pos
+			r.pos++ // limits flag: min comes first in every form
+			if min := r.u32(); !r.failed() && min > MaxTableElements {
+				return &UnsupportedError{Func: -1, Offset: s.off + at,
+					Instruction: fmt.Sprintf("table[%d] of %d elements (a rule may have at most %d)", i, min, MaxTableElements)}
+			}
+			r.pos = at
+			r.limits()
+		}
+	case secMemory, secGlobal:
 		what = "section " + strconv.Itoa(int(s.id))
 		r.count()
 	case secElement:

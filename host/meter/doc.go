@@ -82,6 +82,13 @@
 // that already exports the fuel global gives ErrAlreadyMetered, since the
 // guest would then own the number the host trusts.
 //
+// Because Instrument is the first code to read an uploaded rule, it also
+// refuses as malformed what would make the runtime's decoder allocate out
+// of proportion to the input: vector counts larger than the bytes that hold
+// them (wazero sizes its slices by the declared count before reading, so a
+// module of a few dozen bytes could ask for gigabytes) and functions with
+// more than 50,000 locals, the limit browsers enforce.
+//
 // The pass checks the binary format, not validity: it decodes every
 // instruction to find segment boundaries but does not type-check, and relies
 // on the runtime to validate the output as it would have the input. The

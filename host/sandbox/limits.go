@@ -8,7 +8,8 @@ import (
 // Limits bound one rule's sandbox. A zero field means its default.
 type Limits struct {
 	// Fuel is the budget of one evaluation, in metered instructions.
-	// Default 50,000,000 (a runaway stops after roughly 20 ms of CPU).
+	// Default 25,000,000: a runaway stops after about 16 ms of CPU, and an
+	// SDK rule has room for roughly 10,000 spans of per-span work.
 	Fuel uint64
 	// InitFuel is the budget of `_initialize`. Default 500,000,000: a Go
 	// guest's runtime start-up is expensive.
@@ -28,7 +29,7 @@ type Limits struct {
 
 // Defaults of Limits.
 const (
-	DefaultFuel           = 50_000_000
+	DefaultFuel           = 25_000_000
 	DefaultInitFuel       = 500_000_000
 	DefaultMemoryPages    = 512
 	DefaultInstances      = 2

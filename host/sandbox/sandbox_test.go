@@ -254,6 +254,8 @@ func TestAdmission(t *testing.T) {
 	badType.funcs[2].body = []byte{0x41, 0x00}
 	noMemory := abiModule(1)
 	noMemory.exportMem = false
+	hugeTable := abiModule(1)
+	hugeTable.tableMin = 1 << 27
 
 	tests := []struct {
 		name   string
@@ -275,6 +277,7 @@ func TestAdmission(t *testing.T) {
 		{"filesystem import", fsImport.bytes(), Limits{}, ErrImportNotAllowed, "wasi_snapshot_preview1.path_open"},
 		{"socket import", sockImport.bytes(), Limits{}, ErrImportNotAllowed, "wasi_snapshot_preview1.sock_accept"},
 		{"foreign host import", envImport.bytes(), Limits{}, ErrImportNotAllowed, "env.abort"},
+		{"huge table", hugeTable.bytes(), Limits{}, ErrMeteringFailed, "134217728 elements"},
 		{"oversize module", good.bytes(), Limits{MaxModuleBytes: 16}, ErrModuleTooLarge, "limit is 16"},
 		{"init out of fuel", testrules.Module(t, "payment-fraud-check"), Limits{InitFuel: 1000}, ErrInitFailed, "fuel"},
 		{"memory cap below the module minimum", testrules.Module(t, "payment-fraud-check"), Limits{MemoryPages: 4}, ErrInvalidModule, "over limit of 4 pages"},

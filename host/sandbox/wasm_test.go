@@ -24,6 +24,7 @@ type wasmModule struct {
 	imports   []wasmImport
 	funcs     []wasmFunc
 	memPages  uint32 // 0: no memory
+	tableMin  uint32 // 0: no table
 	exportMem bool
 }
 
@@ -98,6 +99,9 @@ func (m wasmModule) bytes() []byte {
 		out = append(out, section(2, vec(imports...))...)
 	}
 	out = append(out, section(3, vec(funcs...))...)
+	if m.tableMin > 0 {
+		out = append(out, section(4, vec(append([]byte{0x70, 0x00}, uleb(uint64(m.tableMin))...)))...)
+	}
 	if m.memPages > 0 {
 		out = append(out, section(5, vec(append([]byte{0x00}, uleb(uint64(m.memPages))...)))...)
 	}

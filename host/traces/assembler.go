@@ -34,7 +34,8 @@ const numShards = 64
 
 // Settings are the developer-set dependencies of an Assembler.
 type Settings struct {
-	// Logger receives lifecycle lines only. Nil discards them.
+	// Logger receives lifecycle lines only; the caller tags it with its
+	// component. Nil discards them.
 	Logger *slog.Logger
 	// Registerer receives the assembler's metrics. Nil keeps them private.
 	Registerer prometheus.Registerer
@@ -105,7 +106,6 @@ func New(cfg Config, consume func(*Trace), set Settings) (*Assembler, error) {
 	if a.log == nil {
 		a.log = slog.New(slog.DiscardHandler)
 	}
-	a.log = a.log.With("component", "traces")
 	if a.now == nil {
 		a.now = time.Now
 	}
@@ -201,9 +201,12 @@ func (a *Assembler) Shutdown(ctx context.Context) error {
 //
 // Add keeps the spans' strings and attribute slices: the caller must not
 // modify them afterwards. It is safe for concurrent use.
-func (a *Assembler) Add(spans []Span) error {
+func (a *Assembler) Add(ctx context.Context, spans []Span) error {
 	if len(spans) == 0 {
 		return nil
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("add %d spans: %w", len(spans), err)
 	}
 	size := SpanBytes(spans)
 	a.gate.RLock()

@@ -18,6 +18,8 @@ import (
 	"github.com/betracehq/betrace/api/abiv1"
 )
 
+var ctx = context.Background()
+
 // clock is a manual clock for tests.
 type clock struct {
 	mu sync.Mutex
@@ -180,7 +182,7 @@ func TestCompletion(t *testing.T) {
 				for _, j := range st.spans {
 					batch = append(batch, span(1, j))
 				}
-				if err := f.a.Add(batch); err != nil {
+				if err := f.a.Add(ctx, batch); err != nil {
 					t.Fatal(err)
 				}
 				if i < last {
@@ -208,7 +210,7 @@ func TestCompletion(t *testing.T) {
 
 	t.Run("shutdown", func(t *testing.T) {
 		f := newFixture(t, cfg)
-		if err := f.a.Add([]Span{span(1, 1), span(2, 0)}); err != nil {
+		if err := f.a.Add(ctx, []Span{span(1, 1), span(2, 0)}); err != nil {
 			t.Fatal(err)
 		}
 		if err := f.a.Shutdown(context.Background()); err != nil {
@@ -219,7 +221,7 @@ func TestCompletion(t *testing.T) {
 				t.Fatalf("got %v", tr.Completion)
 			}
 		}
-		if err := f.a.Add([]Span{span(3, 0)}); !errors.Is(err, ErrUnavailable) {
+		if err := f.a.Add(ctx, []Span{span(3, 0)}); !errors.Is(err, ErrUnavailable) {
 			t.Fatalf("Add after Shutdown: %v, want ErrUnavailable", err)
 		}
 	})
@@ -244,12 +246,12 @@ func TestFullLeavesBufferUnchanged(t *testing.T) {
 	for i := range 8 {
 		batch = append(batch, span(uint64(i%3), i+1))
 	}
-	if err := f.a.Add(batch); err != nil {
+	if err := f.a.Add(ctx, batch); err != nil {
 		t.Fatal(err)
 	}
 	before, active := f.a.Bytes(), f.a.Active()
 	big := []Span{span(7, 1), span(8, 1), span(1, 20)} // 3 more do not fit
-	err := f.a.Add(big)
+	err := f.a.Add(ctx, big)
 	if !errors.Is(err, ErrFull) {
 		t.Fatalf("got %v, want ErrFull", err)
 	}
@@ -259,14 +261,14 @@ func TestFullLeavesBufferUnchanged(t *testing.T) {
 	if got := value(t, f.reg, "betrace_spans_refused_total"); got != 3 {
 		t.Fatalf("betrace_spans_refused_total = %v", got)
 	}
-	if err := f.a.Add(big[:2]); err != nil {
+	if err := f.a.Add(ctx, big[:2]); err != nil {
 		t.Fatalf("a batch that fits: %v", err)
 	}
 	huge := make([]Span, 11)
 	for i := range huge {
 		huge[i] = span(9, i+1)
 	}
-	if err := f.a.Add(huge); !errors.Is(err, ErrBatchTooLarge) || errors.Is(err, ErrFull) {
+	if err := f.a.Add(ctx, huge); !errors.Is(err, ErrBatchTooLarge) || errors.Is(err, ErrFull) {
 		t.Fatalf("batch larger than the buffer: %v", err)
 	}
 	if err := f.a.Shutdown(context.Background()); err != nil {
@@ -284,7 +286,7 @@ func TestFullLeavesBufferUnchanged(t *testing.T) {
 func TestLateSpans(t *testing.T) {
 	cfg := testConfig()
 	f := newFixture(t, cfg)
-	if err := f.a.Add([]Span{span(1, 0), span(1, 1)}); err != nil {
+	if err := f.a.Add(ctx, []Span{span(1, 0), span(1, 1)}); err != nil {
 		t.Fatal(err)
 	}
 	f.clk.Advance(cfg.Settle)
@@ -293,7 +295,7 @@ func TestLateSpans(t *testing.T) {
 		t.Fatalf("got %v", tr.Completion)
 	}
 	// A straggler of trace 1 in the same batch as a new trace 2.
-	if err := f.a.Add([]Span{span(1, 2), span(2, 1), span(1, 3)}); err != nil {
+	if err := f.a.Add(ctx, []Span{span(1, 2), span(2, 1), span(1, 3)}); err != nil {
 		t.Fatal(err)
 	}
 	if got := value(t, f.reg, "betrace_spans_late_total"); got != 2 {
@@ -315,7 +317,7 @@ func TestLateSpans(t *testing.T) {
 		f.clk.Advance(cfg.LateWindow)
 		f.a.Sweep()
 	}
-	if err := f.a.Add([]Span{span(1, 9)}); err != nil {
+	if err := f.a.Add(ctx, []Span{span(1, 9)}); err != nil {
 		t.Fatal(err)
 	}
 	if f.a.Active() != 1 {
@@ -330,11 +332,11 @@ func TestSpanCapLate(t *testing.T) {
 	cfg := testConfig()
 	cfg.MaxSpans = 2
 	f := newFixture(t, cfg)
-	if err := f.a.Add([]Span{span(1, 1), span(1, 2)}); err != nil {
+	if err := f.a.Add(ctx, []Span{span(1, 1), span(1, 2)}); err != nil {
 		t.Fatal(err)
 	}
 	f.c.none(t) // exactly MaxSpans is not over the cap
-	if err := f.a.Add([]Span{span(1, 3), span(1, 4)}); err != nil {
+	if err := f.a.Add(ctx, []Span{span(1, 3), span(1, 4)}); err != nil {
 		t.Fatal(err)
 	}
 	tr := f.c.next(t)
@@ -350,7 +352,7 @@ func TestBytesReturnToZero(t *testing.T) {
 	f := newFixture(t, testConfig())
 	f.c.hold = true
 	for n := range uint64(50) {
-		if err := f.a.Add([]Span{span(n, 0), span(n, 1), span(n, 2)}); err != nil {
+		if err := f.a.Add(ctx, []Span{span(n, 0), span(n, 1), span(n, 2)}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -382,7 +384,7 @@ func TestBackpressure(t *testing.T) {
 	f := newFixture(t, cfg)
 	f.c.hold = true
 	for n := range uint64(4) {
-		if err := f.a.Add([]Span{span(n, 1)}); err != nil {
+		if err := f.a.Add(ctx, []Span{span(n, 1)}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -391,11 +393,11 @@ func TestBackpressure(t *testing.T) {
 	for range 4 {
 		f.c.next(t)
 	}
-	if err := f.a.Add([]Span{span(9, 1)}); !errors.Is(err, ErrFull) {
+	if err := f.a.Add(ctx, []Span{span(9, 1)}); !errors.Is(err, ErrFull) {
 		t.Fatalf("got %v, want ErrFull while the consumer holds every trace", err)
 	}
 	f.c.traces[0].Release()
-	if err := f.a.Add([]Span{span(9, 1)}); err != nil {
+	if err := f.a.Add(ctx, []Span{span(9, 1)}); err != nil {
 		t.Fatalf("after a release: %v", err)
 	}
 }
@@ -447,7 +449,7 @@ func TestHammer(t *testing.T) {
 					// 300 shared traces: workers collide on the same traces.
 					batch[i] = span(r.Uint64N(300), int(r.Uint64N(8)))
 				}
-				if err := a.Add(batch); err != nil {
+				if err := a.Add(ctx, batch); err != nil {
 					t.Error(err)
 					return
 				}
@@ -496,7 +498,7 @@ func TestShutdown(t *testing.T) {
 			t.Fatal(err)
 		}
 		for n := range uint64(100) {
-			if err := a.Add([]Span{span(n, 1), span(n, 2)}); err != nil {
+			if err := a.Add(ctx, []Span{span(n, 1), span(n, 2)}); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -529,7 +531,7 @@ func TestShutdown(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := a.Add([]Span{span(1, 1)}); err != nil {
+		if err := a.Add(ctx, []Span{span(1, 1)}); err != nil {
 			t.Fatal(err)
 		}
 		if err := a.Shutdown(context.Background()); err != nil {
@@ -552,7 +554,7 @@ func TestShutdown(t *testing.T) {
 			t.Fatal(err)
 		}
 		for n := range uint64(3) {
-			if err := a.Add([]Span{span(n, 1)}); err != nil {
+			if err := a.Add(ctx, []Span{span(n, 1)}); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -596,7 +598,7 @@ func TestConfigValidate(t *testing.T) {
 
 func TestMetricsLint(t *testing.T) {
 	f := newFixture(t, testConfig())
-	if err := f.a.Add([]Span{span(1, 0)}); err != nil {
+	if err := f.a.Add(ctx, []Span{span(1, 0)}); err != nil {
 		t.Fatal(err)
 	}
 	have := lint(t, f.reg)
@@ -651,7 +653,7 @@ func BenchmarkAdd(b *testing.B) {
 			for i := range batch {
 				batch[i].TraceID = traceID(first + uint64(i/10))
 			}
-			if err := a.Add(batch); err != nil {
+			if err := a.Add(ctx, batch); err != nil {
 				b.Error(err)
 				return
 			}

@@ -38,16 +38,19 @@
 //
 // Listing violations must count every match (TotalCount) under filters by
 // time, severity, rule and trace. Over a million violations on disk that
-// would mean decoding a million rows per query. Instead the store keeps a
-// compact index in memory of every stored violation, about 65 bytes each:
+// would mean reading and decoding a million rows per query. Instead the
+// store keeps a compact index in memory of every stored violation:
 // timestamp, interned severity and rule ID, trace ID as 16 bytes, and the
-// violation ID, sorted like the keys and stored as columns. A query
-// narrows the time range by binary search, counts by scanning the columns
-// it filters on, and reads from disk only the page it returns. Open
-// rebuilds the index from the value headers without decoding JSON. The
-// writer is the index's only mutator: rows enter the index after they are
-// committed and leave it before they are deleted, so a query that finds
-// an entry also finds its row.
+// violation ID, sorted like the keys and stored as columns in chunks of
+// 4096 (about 75 bytes a violation with 26-character IDs, 70 MB for a
+// million). A query narrows the time range by binary search, counts by
+// scanning only the columns it filters on, and reads from disk only the
+// page it returns: over a million violations a filtered count takes a
+// millisecond or two, and decoding a page of 100 about as long. Open
+// rebuilds the index from the value headers without decoding JSON (about
+// 0.6 s for a million). The writer is the index's only mutator: rows enter
+// the index after they are committed and leave it before they are
+// deleted, so a query that finds an entry also finds its row.
 //
 // Cursors are the base64url of the last key returned. Keys never change,
 // so a cursor continues strictly after that violation however many newer
@@ -58,9 +61,12 @@
 // By default the store keeps at most 1,000,000 violations and none older
 // than 7 days (DefaultMaxViolations, DefaultMaxViolationAge): at the
 // hundreds of violations a second a busy service records, that is hours to
-// days of history, and on the order of a gigabyte of disk and 65 MB of
-// index. The oldest violations go first. Every append transaction also
-// deletes what its rows push over the count limit; the writer checks the
-// age limit every minute and Open trims before it returns. Trimmed counts
-// what was removed. bbolt reuses freed pages but never shrinks its file.
+// days of history, in about 700 MB of disk and 70 MB of index for
+// violations of typical size. The oldest violations go first. Every append
+// transaction also deletes what has become too old or what its rows push
+// over the count limit (at most 10,000 rows a transaction, the rest in
+// the next ones), so the count stays within the limit; when no appends
+// come the writer checks the age limit every minute, and Open trims before
+// it returns. Trimmed counts what was removed. bbolt reuses freed pages but
+// never shrinks its file.
 package embedded
