@@ -13,7 +13,7 @@ GO_SRC    := $(shell find api guest-sdk -name '*.go' -not -name '*_test.go')
 HOST_PKGS  := ./host/...
 OTHER_PKGS := ./api/... ./guest-sdk/... ./cmd/...
 
-.PHONY: help build rules test vet bench run fmt clean
+.PHONY: help build rules test vet bench run demo fmt clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
@@ -39,7 +39,10 @@ test: rules vet ## run every test (race detector on host packages)
 bench: rules ## run the benchmarks (figures in README.md)
 	$(GO) test -run '^$$' -bench . -benchmem -count 1 -timeout 30m ./host/...
 
-run: build ## run BeTrace
+run: build ## run BeTrace on its embedded store (./data), API on :12011, OTLP/gRPC on :4317
+	$(BIN)/betrace serve
+
+demo: build ## run the example rules over the sample traces without a server
 	$(BIN)/betrace demo
 
 fmt: ## format the code

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/ptrace"
@@ -66,6 +67,7 @@ func (r Rejected) String() string { return fmt.Sprintf("span %d: %v", r.Index, r
 // share a single ResourceAttrs slice.
 func Convert(dst []traces.Span, td ptrace.Traces, maxAttrs int) ([]traces.Span, []Rejected) {
 	var rejected []Rejected
+	dst = slices.Grow(dst, td.SpanCount())
 	index := 0
 	rss := td.ResourceSpans()
 	for i := 0; i < rss.Len(); i++ {

@@ -143,6 +143,10 @@ func TestOTLPGRPCErrors(t *testing.T) {
 		{"sink failure", DefaultConfig(), fmt.Errorf("disk on fire"), nil, codes.Internal, false, "disk on fire"},
 		{"too large", small, nil, func(f *grpcFixture) error { _, err := f.export(context.Background(), 200, 10); return err },
 			codes.ResourceExhausted, false, "larger than max"},
+		{"too large after gunzip", small, nil, func(f *grpcFixture) error {
+			_, err := f.export(context.Background(), 200, 10, grpc.UseCompressor(gzip.Name))
+			return err
+		}, codes.ResourceExhausted, false, "larger than max"},
 		{"malformed", DefaultConfig(), nil, func(f *grpcFixture) error {
 			in, out := badIDProto(), []byte(nil)
 			return f.conn.Invoke(context.Background(), exportMethod, &in, &out, grpc.ForceCodecV2(rawCodec{}))

@@ -100,7 +100,7 @@ func (r *Receiver) Start(ctx context.Context) error {
 		r.serveErr = make(chan error, 1)
 		go func(s *grpc.Server, lis net.Listener) { r.serveErr <- s.Serve(lis) }(r.grpc, r.lis)
 	}
-	r.log.InfoContext(ctx, "ingest receiver started", "grpc_addr", r.GRPCAddr(),
+	r.log.InfoContext(ctx, "ingest receiver started", "grpc_addr", r.grpcAddr(),
 		"max_request_bytes", r.cfg.MaxRequestBytes, "max_span_attributes", r.cfg.MaxSpanAttributes,
 		"max_concurrent_requests", r.cfg.MaxConcurrentRequests, "auth", !r.open)
 	return nil
@@ -109,6 +109,12 @@ func (r *Receiver) Start(ctx context.Context) error {
 // GRPCAddr returns the address the gRPC receiver listens on, or "" when it
 // is not listening.
 func (r *Receiver) GRPCAddr() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.grpcAddr()
+}
+
+func (r *Receiver) grpcAddr() string {
 	if r.lis == nil {
 		return ""
 	}

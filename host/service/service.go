@@ -153,7 +153,7 @@ func New(cfg Config, logger *slog.Logger) (*Service, error) {
 		Registerer: reg,
 		Now:        now,
 	})
-	s.assembler, err = traces.New(cfg.Traces, s.evaluate, traces.Settings{Logger: logger.With("component", "traces"), Registerer: reg, Now: now})
+	s.assembler, err = traces.New(cfg.Traces, s.evaluate, traces.Settings{Logger: logger, Registerer: reg, Now: now})
 	if err != nil {
 		s.closeStorage()
 		return nil, err
@@ -246,7 +246,7 @@ func (s *Service) Start(ctx context.Context) error {
 	}()
 	s.logger.Info("betrace serving", "http", ln.Addr().String(), "otlp_grpc", s.receiver.GRPCAddr(), "data_dir", s.cfg.DataDir,
 		"rules", len(s.rules.List()), "version", s.cfg.Version,
-		"trace_settle", s.cfg.Traces.Settle, "trace_idle_timeout", s.cfg.Traces.IdleTimeout, "trace_max_age", s.cfg.Traces.MaxAge,
+		"trace_settle", s.cfg.Traces.Settle.String(), "trace_idle_timeout", s.cfg.Traces.IdleTimeout.String(), "trace_max_age", s.cfg.Traces.MaxAge.String(),
 		"trace_max_spans", s.cfg.Traces.MaxSpans, "trace_buffer_bytes", s.cfg.Traces.MaxBytes,
 		"rule_fuel", sandbox.DefaultFuel, "rule_memory_pages", sandbox.DefaultMemoryPages,
 		"api_token", s.cfg.APIToken != "", "ingest_token", s.cfg.Ingest.Token != "", "export", s.cfg.Export.Endpoint != "")

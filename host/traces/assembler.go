@@ -61,8 +61,8 @@ type Assembler struct {
 	used   atomic.Int64 // bytes buffered or handed over and not yet released
 	active atomic.Int64 // traces being assembled
 
-	// gate is held shared by Add and exclusively by Shutdown while it
-	// closes intake, so that no span slips in after the final flush.
+	// gate is held shared by Add and Sweep, and exclusively by Shutdown
+	// while it closes intake, so that no span slips in after the final flush.
 	gate   sync.RWMutex
 	closed bool
 
@@ -145,8 +145,8 @@ func (a *Assembler) Start(ctx context.Context) error {
 	go a.tick()
 	go a.dispatch()
 	a.log.InfoContext(ctx, "trace assembler started",
-		"settle", a.cfg.Settle, "idle_timeout", a.cfg.IdleTimeout, "max_age", a.cfg.MaxAge,
-		"max_spans", a.cfg.MaxSpans, "max_bytes", a.cfg.MaxBytes, "late_window", a.cfg.LateWindow)
+		"settle", a.cfg.Settle.String(), "idle_timeout", a.cfg.IdleTimeout.String(), "max_age", a.cfg.MaxAge.String(),
+		"max_spans", a.cfg.MaxSpans, "max_bytes", a.cfg.MaxBytes, "late_window", a.cfg.LateWindow.String())
 	return nil
 }
 
@@ -197,7 +197,9 @@ func (a *Assembler) Shutdown(ctx context.Context) error {
 // all: if it does not fit in Config.MaxBytes, Add returns an error wrapping
 // ErrFull and keeps nothing. Spans of a trace completed within
 // Config.LateWindow are counted as late and dropped; the rest of the batch is
-// kept. After Shutdown, Add returns ErrUnavailable.
+// kept. After Shutdown, Add returns ErrUnavailable. Add never waits: ctx
+// only makes it refuse a batch whose request is already gone. Its signature
+// is that of ingest.Sink, so it can be handed to the receivers as is.
 //
 // Add keeps the spans' strings and attribute slices: the caller must not
 // modify them afterwards. It is safe for concurrent use.
@@ -283,8 +285,14 @@ func (a *Assembler) Add(ctx context.Context, spans []Span) error {
 
 // Sweep completes every trace whose deadline has passed by the clock and
 // returns how many it completed. The ticker started by Start calls it every
-// Config.TickInterval; tests with an injected clock call it directly.
+// Config.TickInterval; tests with an injected clock call it directly. After
+// Shutdown it does nothing.
 func (a *Assembler) Sweep() int {
+	a.gate.RLock()
+	defer a.gate.RUnlock()
+	if a.closed {
+		return 0 // Shutdown has flushed everything
+	}
 	now := a.now().UnixNano()
 	var done []*Trace
 	for i := range a.shards {

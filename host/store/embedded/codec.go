@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/betracehq/betrace/host/store"
 	"github.com/betracehq/betrace/host/violations"
 )
 
@@ -33,7 +34,7 @@ const (
 
 // ErrBadCursor is wrapped by QueryViolations when Query.Cursor was not
 // made by this store.
-var ErrBadCursor = errors.New("bad cursor")
+var ErrBadCursor = fmt.Errorf("bad cursor: %w", store.ErrBadCursor)
 
 func encodeTS(ts int64) uint64 { return uint64(ts) ^ 1<<63 }
 func decodeTS(u uint64) int64  { return int64(u ^ 1<<63) }
