@@ -153,7 +153,7 @@ func New(cfg Config, logger *slog.Logger) (*Service, error) {
 		Registerer: reg,
 		Now:        now,
 	})
-	s.assembler, err = traces.New(cfg.Traces, s.evaluate, traces.Settings{Logger: logger, Registerer: reg, Now: now})
+	s.assembler, err = traces.New(cfg.Traces, s.evaluate, traces.Settings{Logger: logger.With("component", "traces"), Registerer: reg, Now: now})
 	if err != nil {
 		s.closeStorage()
 		return nil, err
