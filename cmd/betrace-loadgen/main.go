@@ -50,6 +50,7 @@ type options struct {
 	spawn         string
 	rulesDir      string
 	ruleCount     int
+	rate          float64
 }
 
 func main() {
@@ -65,6 +66,7 @@ func main() {
 	flag.StringVar(&o.spawn, "spawn", "", "path of a betrace binary to start on free ports for this run")
 	flag.StringVar(&o.rulesDir, "rules-dir", "rules-examples/build", "with -spawn: where the example rule modules are")
 	flag.IntVar(&o.ruleCount, "rules", 5, "with -spawn: how many rules to load (the five real examples, then copies)")
+	flag.Float64Var(&o.rate, "rate", 0, "spans per second to offer in total (0: as fast as the server accepts)")
 	flag.Parse()
 	if err := run(o); err != nil {
 		fmt.Fprintln(os.Stderr, "betrace-loadgen:", err)
@@ -136,7 +138,23 @@ func run(o options) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			// With a rate, each sender offers its share on a fixed schedule
+			// and never bursts to catch up.
+			var interval time.Duration
+			if o.rate > 0 {
+				interval = time.Duration(float64(time.Second) * float64(o.tracesPerReq*o.spansPerTrace) * float64(o.concurrency) / o.rate)
+			}
+			next := time.Now()
 			for time.Now().Before(deadline) {
+				if interval > 0 {
+					if d := time.Until(next); d > 0 {
+						time.Sleep(d)
+					}
+					next = next.Add(interval)
+					if behind := time.Since(next); behind > interval {
+						next = time.Now()
+					}
+				}
 				td := batch(o.tracesPerReq, o.spansPerTrace, o.violating)
 				wait, err := send(ctx, td)
 				switch {
@@ -173,7 +191,7 @@ func run(o options) error {
 	elapsed := time.Since(start)
 	close(stopSampling)
 	<-sampled
-	fmt.Printf("protocol=%s rules=%d concurrency=%d spans_per_trace=%d duration=%s\n", o.protocol, o.ruleCount, o.concurrency, o.spansPerTrace, elapsed.Round(time.Millisecond))
+	fmt.Printf("protocol=%s rules=%d offered_rate=%.0f concurrency=%d spans_per_trace=%d duration=%s\n", o.protocol, o.ruleCount, o.rate, o.concurrency, o.spansPerTrace, elapsed.Round(time.Millisecond))
 	fmt.Printf("accepted_spans=%d spans_per_second=%.0f pushed_back_requests=%d failed_requests=%d\n",
 		sent.Load(), float64(sent.Load())/elapsed.Seconds(), pushedBack.Load(), failed.Load())
 	if o.spawn != "" {

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"time"
@@ -63,8 +64,12 @@ func options() []option {
 		}},
 		{"trace-settle", "BETRACE_TRACE_SETTLE", "2s", "wait after a trace's root span arrives before evaluating it", false, duration(func(c *service.Config) *time.Duration { return &c.Traces.Settle })},
 		{"trace-idle-timeout", "BETRACE_TRACE_IDLE_TIMEOUT", "5s", "complete a trace after this long without a new span", false, duration(func(c *service.Config) *time.Duration { return &c.Traces.IdleTimeout })},
-		{"trace-max-age", "BETRACE_TRACE_MAX_AGE", "30s", "complete a trace this long after its first span at the latest", false, duration(func(c *service.Config) *time.Duration { return &c.Traces.MaxAge })},
-		{"trace-max-spans", "BETRACE_TRACE_MAX_SPANS", "10000", "complete a trace when it reaches this many spans", false, func(c *service.Config, v string) error {
+		{"trace-max-age", "BETRACE_TRACE_MAX_AGE", "30s", "complete a trace this long after its first span at the latest; late spans are recognised for twice as long", false, func(c *service.Config, v string) error {
+			err := duration(func(c *service.Config) *time.Duration { return &c.Traces.MaxAge })(c, v)
+			c.Traces.LateWindow = 2 * c.Traces.MaxAge
+			return err
+		}},
+		{"trace-max-spans", "BETRACE_TRACE_MAX_SPANS", "10000", "most spans in one trace; the span that would exceed it completes the trace and is counted late", false, func(c *service.Config, v string) error {
 			n, err := positive(v)
 			c.Traces.MaxSpans = n
 			return err
@@ -103,6 +108,11 @@ func options() []option {
 			return nil
 		}},
 		{"shutdown-timeout", "BETRACE_SHUTDOWN_TIMEOUT", "10s", "how long a graceful shutdown may take", false, duration(func(c *service.Config) *time.Duration { return &c.ShutdownTimeout })},
+		{"memory-limit", "BETRACE_MEMORY_LIMIT", "768MiB", "soft limit of the Go heap (GOMEMLIMIT wins when set); the GC works harder near it", false, func(c *service.Config, v string) error {
+			n, err := parseBytes(v)
+			c.MemoryLimit = n
+			return err
+		}},
 		{"log-level", "LOG_LEVEL", "info", "debug, info, warn or error", false, func(c *service.Config, v string) error { return nil }},
 	}
 }
@@ -124,6 +134,24 @@ func positive(v string) (int, error) {
 		return 0, fmt.Errorf("%q is not a positive whole number", v)
 	}
 	return n, nil
+}
+
+// parseBytes reads a size such as 768MiB, 1GiB or 805306368.
+func parseBytes(v string) (int64, error) {
+	units := []struct {
+		suffix string
+		mult   int64
+	}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}, {"B", 1}, {"", 1}}
+	for _, u := range units {
+		if num, ok := strings.CutSuffix(v, u.suffix); ok {
+			n, err := strconv.ParseInt(strings.TrimSpace(num), 10, 64)
+			if err != nil || n <= 0 {
+				break
+			}
+			return n * u.mult, nil
+		}
+	}
+	return 0, fmt.Errorf("%q is not a size such as 768MiB or 2GiB", v)
 }
 
 func port(v string) (string, error) {
@@ -233,6 +261,9 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	logger := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level}))
 	slog.SetDefault(logger)
+	if os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(cfg.MemoryLimit)
+	}
 
 	svc, err := service.New(cfg, logger)
 	if err != nil {

@@ -240,7 +240,7 @@ func newPoolMetrics(reg prometheus.Registerer) *poolMetrics {
 		queued: prometheus.NewGauge(prometheus.GaugeOpts{Name: "betrace_evaluation_queue_length",
 			Help: "Completed traces waiting for an evaluation worker."}),
 		completionToStored: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "betrace_violation_record_latency_seconds",
-			Help: "Time from a trace's completion to its violations being stored.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}),
+			Help: "Time from a trace's completion to its violations being stored.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16)}),
 		rules: map[string]*ruleMetrics{},
 	}
 	reg.MustRegister(m.duration, m.total, m.faults, m.fuel, m.violations, m.queued, m.completionToStored)

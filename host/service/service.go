@@ -49,6 +49,9 @@ type Config struct {
 	Workers int
 	// ShutdownTimeout bounds Shutdown. Default 10s.
 	ShutdownTimeout time.Duration
+	// MemoryLimit is the Go heap's soft limit in bytes, applied by main.
+	// Default 768 MiB.
+	MemoryLimit int64
 
 	Traces     traces.Config
 	Ingest     ingest.Config
@@ -64,6 +67,7 @@ func DefaultConfig() Config {
 		HTTPAddr:        ":12011",
 		DataDir:         "./data",
 		ShutdownTimeout: 10 * time.Second,
+		MemoryLimit:     768 << 20,
 		Traces:          traces.DefaultConfig(),
 		Ingest:          ingest.DefaultConfig(),
 		Export:          export.DefaultConfig(),
@@ -197,7 +201,7 @@ func (s *Service) evaluate(t *traces.Trace) {
 		flags |= abiv1.TraceFlagFragment
 	}
 	err := s.pool.Submit(context.Background(), evaluation.Job{
-		Spans: t.Spans, Flags: flags, Trigger: t.Completion.String(), CompletedAt: time.Now(), Done: t.Release,
+		Spans: t.Spans, Flags: flags, Trigger: t.Completion.String(), CompletedAt: t.Completed, Done: t.Release,
 	})
 	if err != nil {
 		t.Release()

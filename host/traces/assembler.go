@@ -351,6 +351,7 @@ func (a *Assembler) finish(sh *shard, p *pending, why Completion, now int64) *Tr
 		Completion: why,
 		FirstSeen:  time.Unix(0, p.first),
 		LastSeen:   time.Unix(0, p.last),
+		Completed:  time.Unix(0, now),
 		owner:      a,
 	}
 	t.bytes.Store(p.bytes)

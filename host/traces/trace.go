@@ -17,6 +17,7 @@ type Trace struct {
 	Completion Completion
 	FirstSeen  time.Time // arrival of the first span
 	LastSeen   time.Time // arrival of the last span
+	Completed  time.Time // when the assembler decided the trace was complete
 	// Fragment is set when the trace is known to be incomplete (for example
 	// because other spans of it were assembled on another instance); rules
 	// must not report the absence of a span on a fragment.
