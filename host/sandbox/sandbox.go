@@ -11,6 +11,7 @@ import (
 
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/api"
+	"github.com/tetratelabs/wazero/experimental"
 	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
 	"github.com/tetratelabs/wazero/sys"
 
@@ -263,7 +264,7 @@ func (s *Sandbox) Log() []byte { return s.log.Bytes() }
 
 func (s *Sandbox) newInstance(ctx context.Context) (*instance, error) {
 	t := &tail{log: s.log}
-	mod, err := s.runtime.InstantiateModule(ctx, s.compiled, s.moduleCfg.WithStderr(t))
+	mod, err := s.runtime.InstantiateModule(experimental.WithMemoryAllocator(ctx, offHeapMemory), s.compiled, s.moduleCfg.WithStderr(t))
 	if err != nil {
 		return nil, fmt.Errorf("instantiate: %w", err)
 	}
@@ -436,6 +437,30 @@ func (s *Sandbox) discard(ctx context.Context, inst *instance) {
 	inst.mod.Close(context.WithoutCancel(ctx))
 	s.discarded.Add(1)
 	<-s.slots
+	go s.replenish()
+}
+
+// replenish creates a replacement instance off the evaluation path. A fresh
+// Go guest takes milliseconds to instantiate and sweeps the CPU caches while
+// it does; doing that in the caller would bill a faulty rule's recovery to
+// the rules evaluated after it.
+func (s *Sandbox) replenish() {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed.Load() {
+		return
+	}
+	select {
+	case s.slots <- struct{}{}:
+	default:
+		return // the pool is full again
+	}
+	inst, err := s.newInstance(context.Background())
+	if err != nil {
+		<-s.slots // the next call will try again, and report the failure
+		return
+	}
+	s.idle <- inst
 }
 
 // Close waits for running calls, then frees every instance and the runtime.

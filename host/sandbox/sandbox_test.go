@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -211,30 +213,55 @@ func TestPanickerLogCaptured(t *testing.T) {
 }
 
 // TestMemoryCapHoldsForHost checks that a rule that keeps allocating is
-// stopped at its cap and that the host's own heap does not grow with it.
+// stopped at its cap and that neither the host's heap nor its resident
+// memory grows with it: linear memory lives outside the Go heap and is
+// returned to the system when an instance is discarded.
 func TestMemoryCapHoldsForHost(t *testing.T) {
 	h := newHost(t)
 	lim := Limits{MemoryPages: 256, Instances: 1} // 16 MiB
 	s := load(t, h, testrules.Module(t, "memory-hog"), lim)
 	spans := testrules.Trace(t, "payment-fraud-check.violating")
-	heap := func() uint64 {
+	measure := func() (heap, rss int64) {
 		runtime.GC()
 		var ms runtime.MemStats
 		runtime.ReadMemStats(&ms)
-		return ms.HeapInuse
+		return int64(ms.HeapInuse), residentBytes(t)
 	}
-	before := heap()
+	evaluate(t, s, spans) // warm up: code, caches, one instance
+	heapBefore, rssBefore := measure()
+	faults := 0
 	for range 20 {
-		if _, err := evaluate(t, s, spans); err == nil {
-			continue // the hog needs a few calls to reach its cap
+		var f *Fault
+		if _, err := evaluate(t, s, spans); errors.As(err, &f) && f.Outcome == OutcomeMemoryExceeded {
+			faults++
 		}
 	}
-	after := heap()
-	// At most one live instance of 16 MiB plus slack; twenty hogs that
-	// were never stopped would hold over 300 MiB.
-	if grown := int64(after) - int64(before); grown > 48<<20 {
+	heapAfter, rssAfter := measure()
+	if faults != 20 {
+		t.Fatalf("%d of 20 calls stopped at the memory cap", faults)
+	}
+	// Twenty hogs that were never stopped would hold over 1 GiB; stopped,
+	// at most one live 16 MiB instance remains.
+	if grown := heapAfter - heapBefore; grown > 32<<20 {
 		t.Fatalf("host heap grew by %d MiB running memory-hog under a 16 MiB cap", grown>>20)
 	}
+	if grown := rssAfter - rssBefore; grown > 64<<20 {
+		t.Fatalf("resident memory grew by %d MiB running memory-hog under a 16 MiB cap", grown>>20)
+	}
+}
+
+// residentBytes reads the process's resident set size from /proc.
+func residentBytes(t *testing.T) int64 {
+	b, err := os.ReadFile("/proc/self/statm")
+	if err != nil {
+		t.Fatalf("read resident memory: %v (this test needs Linux /proc)", err)
+	}
+	f := strings.Fields(string(b))
+	pages, err := strconv.ParseInt(f[1], 10, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pages * int64(os.Getpagesize())
 }
 
 func TestAdmission(t *testing.T) {
