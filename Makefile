@@ -36,8 +36,15 @@ test: rules vet ## run every test (race detector on host packages)
 	$(GO) test -race -count=1 -timeout 15m $(HOST_PKGS)
 	$(GO) test -count=1 -timeout 10m $(OTHER_PKGS)
 
-bench: rules ## run the benchmarks (figures in README.md)
+bench: build ## run the benchmarks and drive a real server with the load generator (figures in README.md)
 	$(GO) test -run '^$$' -bench . -benchmem -count 1 -timeout 30m ./host/...
+	$(GO) build -o $(BIN)/betrace-loadgen ./cmd/betrace-loadgen
+	@for proto in grpc http; do for n in 5 20; do \
+	  echo "== $$n rules over $$proto, as fast as the server accepts"; \
+	  $(BIN)/betrace-loadgen -spawn $(BIN)/betrace -rules $$n -protocol $$proto -duration 20s || exit 1; \
+	done; done
+	@echo "== 20 rules over grpc at 50,000 spans/s (completion-to-stored latency at the target rate)"
+	$(BIN)/betrace-loadgen -spawn $(BIN)/betrace -rules 20 -protocol grpc -duration 20s -rate 50000
 
 run: build ## run BeTrace on its embedded store (./data), API on :12011, OTLP/gRPC on :4317
 	$(BIN)/betrace serve

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -252,6 +253,9 @@ func serveUsage(w io.Writer) {
 
 func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	cfg, level, validateOnly, printOnly, err := loadConfig(args, os.Getenv, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
 	if err != nil {
 		fmt.Fprintln(stderr, "betrace serve:", err)
 		return 1
