@@ -13,7 +13,7 @@ GO_SRC    := $(shell find api guest-sdk -name '*.go' -not -name '*_test.go')
 HOST_PKGS  := ./host/...
 OTHER_PKGS := ./api/... ./guest-sdk/... ./cmd/...
 
-.PHONY: help build rules test vet bench run demo fmt clean
+.PHONY: help build rules test test-deps vet bench run demo fmt clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
@@ -32,7 +32,21 @@ vet: ## go vet and gofmt
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	  if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
 
-test: rules vet ## run every test (race detector on host packages)
+# Tools the tests run for real: redis-server (started per test on free
+# ports) and jq (runbook commands). Installed with apt-get when missing and
+# possible, otherwise named.
+TEST_TOOLS := redis-server jq
+
+test-deps: ## install what the tests need (redis-server, jq) when missing
+	@missing=""; for c in $(TEST_TOOLS); do command -v $$c >/dev/null 2>&1 || missing="$$missing $$c"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing$$missing for the tests"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq$$missing >/dev/null || exit 1; \
+	  else echo "the tests need$$missing: install them (for example: sudo apt-get install$$missing)"; exit 1; fi; \
+	fi
+
+test: test-deps rules vet ## run every test (race detector on host packages)
 	$(GO) test -race -count=1 -timeout 15m $(HOST_PKGS)
 	$(GO) test -count=1 -timeout 10m $(OTHER_PKGS)
 

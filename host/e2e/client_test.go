@@ -181,8 +181,6 @@ func wantError(t testing.TB, r response, status int, fragments ...string) {
 	}
 }
 
-// ruleMeta is the query metadata of a wasm upload.
-type ruleMeta = url.Values
 
 // uploadWasm uploads a module as application/wasm with metadata in the query.
 func (s *server) uploadWasm(t testing.TB, module []byte, meta url.Values) response {

@@ -173,7 +173,7 @@ func testViolationFilters(t *testing.T) {
 			}
 		}
 		var want []string
-		for _, v := range objects(t, list("?limit=1000"+c.query)["violations"]) {
+		for _, v := range objects(t, list("?limit=1000" + c.query)["violations"]) {
 			want = append(want, str(v, "id"))
 		}
 		if !slices.Equal(ids, want) {

@@ -3,6 +3,7 @@ package e2e
 import (
 	"bytes"
 	"errors"
+	"flag"
 	"fmt"
 	"io/fs"
 	"net/http"
@@ -34,6 +35,7 @@ func TestMain(m *testing.M) {
 }
 
 func runMain(m *testing.M) int {
+	flag.Parse()
 	var err error
 	if repoRoot, err = findRoot(); err != nil {
 		fmt.Fprintln(os.Stderr, "e2e:", err)

@@ -20,8 +20,16 @@ type Rule struct {
 	Severity string
 	Version  int // module version
 	Sandbox  *sandbox.Sandbox
-	Strikes  *rules.Strikes
+	Strikes  Striker
 	Stats    *Stats
+}
+
+// Striker counts a rule's strikes: rules.Strikes on one instance, or a
+// cluster-wide counter shared through Redis.
+type Striker interface {
+	Record(rules.Strike) (rules.Quarantine, bool)
+	Quarantined() (rules.Quarantine, bool)
+	Clear()
 }
 
 // Verdict is what one rule said about one trace.

@@ -43,6 +43,9 @@ var (
 // Config holds what applies to every rule.
 type Config struct {
 	Quarantine rules.Config
+	// NewStrikes makes a rule's strike counter; nil counts on this
+	// instance only (rules.NewStrikes).
+	NewStrikes func(ruleID string) evaluation.Striker
 	// Instances is the sandbox pool size per rule; 0 means the sandbox default.
 	Instances int
 }
@@ -66,12 +69,15 @@ type entry struct {
 	rec     rules.Record
 	rule    *evaluation.Rule // nil when the module could not be loaded
 	loadErr string
-	strikes *rules.Strikes
+	strikes evaluation.Striker
 	stats   *evaluation.Stats
 }
 
 // New returns an empty registry; Load fills it from the store.
 func New(cfg Config, st store.Rules, host *sandbox.Host, logger *slog.Logger, reg prometheus.Registerer, now func() time.Time) *Registry {
+	if cfg.NewStrikes == nil {
+		cfg.NewStrikes = func(string) evaluation.Striker { return rules.NewStrikes(cfg.Quarantine, now) }
+	}
 	r := &Registry{cfg: cfg, store: st, host: host, logger: logger, now: now, metrics: newMetrics(reg), entries: map[string]*entry{}}
 	r.active.Store(&[]*evaluation.Rule{})
 	return r
@@ -87,7 +93,7 @@ func (r *Registry) Load(ctx context.Context) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for _, rec := range recs {
-		e := &entry{rec: rec, stats: &evaluation.Stats{}, strikes: rules.NewStrikes(r.cfg.Quarantine, r.now)}
+		e := r.newEntry(rec)
 		if err := r.admit(ctx, e, rec.Module.SHA256, nil); err != nil {
 			e.loadErr = err.Error()
 			r.logger.Error("rule module failed to load; the rule will not run until a new module is installed", "rule_id", rec.ID, "err", err)
@@ -98,6 +104,10 @@ func (r *Registry) Load(ctx context.Context) error {
 	r.loaded.Store(true)
 	r.logger.Info("rules loaded", "rules", len(recs), "active", len(*r.active.Load()))
 	return nil
+}
+
+func (r *Registry) newEntry(rec rules.Record) *entry {
+	return &entry{rec: rec, stats: &evaluation.Stats{}, strikes: r.cfg.NewStrikes(rec.ID)}
 }
 
 // Loaded reports whether Load has completed (for readiness).
@@ -299,7 +309,7 @@ func (r *Registry) Create(ctx context.Context, spec Spec) (View, error) {
 		}
 		return View{}, fmt.Errorf("store rule %q: %w", rec.ID, err)
 	}
-	e := &entry{rec: rec, stats: &evaluation.Stats{}, strikes: rules.NewStrikes(r.cfg.Quarantine, r.now)}
+	e := r.newEntry(rec)
 	r.swapSandbox(ctx, e, sb)
 	r.entries[rec.ID] = e
 	r.publish()
@@ -463,8 +473,20 @@ func (r *Registry) Rollback(ctx context.Context, id string, version int) (View, 
 }
 
 // change applies fn to a copy of a rule's record, stores it and publishes.
-// fn may return a new sandbox to install with the record.
+// fn may return a new sandbox to install with the record. When another
+// instance changed the rule first, the registry syncs and tries once more.
 func (r *Registry) change(ctx context.Context, id, event string, fn func(*entry, *rules.Record) (*sandbox.Sandbox, error)) (View, error) {
+	v, err := r.changeOnce(ctx, id, event, fn)
+	if errors.Is(err, store.ErrConflict) {
+		if err := r.Sync(ctx); err != nil {
+			return View{}, err
+		}
+		v, err = r.changeOnce(ctx, id, event, fn)
+	}
+	return v, err
+}
+
+func (r *Registry) changeOnce(ctx context.Context, id, event string, fn func(*entry, *rules.Record) (*sandbox.Sandbox, error)) (View, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	e, ok := r.entries[id]
@@ -496,6 +518,59 @@ func (r *Registry) change(ctx context.Context, id, event string, fn func(*entry,
 	return e.view(), nil
 }
 
+// Sync brings the registry in line with the store after another instance
+// changed rules: new and changed records are admitted (a module only when
+// its digest or limits changed), deleted ones closed. Changes this instance
+// made itself are already in place and cost one comparison each.
+func (r *Registry) Sync(ctx context.Context) error {
+	recs, err := r.store.ListRules(ctx)
+	if err != nil {
+		return fmt.Errorf("registry: sync rules: %w", err)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	seen := make(map[string]bool, len(recs))
+	changed := 0
+	for _, rec := range recs {
+		seen[rec.ID] = true
+		e, ok := r.entries[rec.ID]
+		if ok && e.rec.Revision >= rec.Revision {
+			continue
+		}
+		changed++
+		if !ok {
+			e = r.newEntry(rec)
+			r.entries[rec.ID] = e
+		}
+		old := e.rec
+		e.rec = rec
+		if !ok || e.rule == nil || old.Module.SHA256 != rec.Module.SHA256 || old.Limits != rec.Limits {
+			if err := r.admit(ctx, e, rec.Module.SHA256, nil); err != nil {
+				e.loadErr = err.Error()
+				r.logger.Error("rule changed elsewhere but its module failed to load here", "rule_id", rec.ID, "err", err)
+			}
+			e.strikes.Clear()
+		}
+		if old.Quarantine != nil && rec.Quarantine == nil {
+			e.strikes.Clear()
+		}
+	}
+	for id, e := range r.entries {
+		if !seen[id] {
+			changed++
+			delete(r.entries, id)
+			if e.rule != nil {
+				go e.rule.Sandbox.Close(context.WithoutCancel(ctx))
+			}
+		}
+	}
+	if changed > 0 {
+		r.publish()
+		r.logger.Info("rules synced", "changed", changed, "rules", len(r.entries), "active", len(*r.active.Load()))
+	}
+	return nil
+}
+
 // Delete removes a rule; its module bytes stay in the store.
 func (r *Registry) Delete(ctx context.Context, id string) error {
 	r.mu.Lock()
@@ -518,6 +593,9 @@ func (r *Registry) Delete(ctx context.Context, id string) error {
 
 // Quarantine records that a rule tripped its strikes and stops it.
 func (r *Registry) Quarantine(ctx context.Context, id string, q rules.Quarantine) error {
+	if v, err := r.Get(id); err == nil && v.Record.Quarantine != nil {
+		return nil // another worker or instance got there first
+	}
 	r.metrics.quarantines.WithLabelValues(id).Inc()
 	_, err := r.change(ctx, id, "rule quarantined", func(e *entry, rec *rules.Record) (*sandbox.Sandbox, error) {
 		rec.Quarantine = &q
