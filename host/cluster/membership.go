@@ -143,6 +143,7 @@ type Membership struct {
 	done chan struct{}
 	once sync.Once
 	left atomic.Bool
+	up   atomic.Bool // the last heartbeat reached Redis
 
 	// changed holds, per partition, when its owner last changed (Unix ms).
 	changed [Partitions]atomic.Int64
@@ -219,8 +220,16 @@ func (m *Membership) beat(ctx context.Context) error {
 		return nil
 	})
 	if err != nil {
+		if m.up.Swap(false) {
+			m.logger.Warn("Redis lost: evaluating on cached rules and the last cluster view; violations are spooled", "err", err)
+		}
+		m.metrics.redisUp.Set(0)
 		return fmt.Errorf("cluster: heartbeat: %w", err)
 	}
+	if !m.up.Swap(true) {
+		m.logger.Info("Redis reachable: cluster membership current")
+	}
+	m.metrics.redisUp.Set(1)
 	var members []Member
 	seen := map[string]bool{}
 	for _, z := range live.Val() {
@@ -266,6 +275,14 @@ func (m *Membership) update(members []Member) {
 	}
 }
 
+// RedisUp reports whether the last heartbeat reached Redis (for /ready).
+func (m *Membership) RedisUp(context.Context) error {
+	if !m.up.Load() {
+		return errors.New("redis unreachable: evaluating on cached rules, violations spooled")
+	}
+	return nil
+}
+
 // Leave removes this instance from the cluster at once (rather than after
 // its TTL) so peers stop routing traces to it, then stops heartbeating.
 func (m *Membership) Leave(ctx context.Context) error {
@@ -305,10 +322,14 @@ func compareStrings(a, b string) int {
 
 type metrics struct {
 	members prometheus.Gauge
+	redisUp prometheus.Gauge
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
-	m := &metrics{members: prometheus.NewGauge(prometheus.GaugeOpts{Name: "betrace_cluster_members", Help: "Live cluster members as this instance sees them."})}
-	reg.MustRegister(m.members)
+	m := &metrics{
+		members: prometheus.NewGauge(prometheus.GaugeOpts{Name: "betrace_cluster_members", Help: "Live cluster members as this instance sees them."}),
+		redisUp: prometheus.NewGauge(prometheus.GaugeOpts{Name: "betrace_redis_up", Help: "1 when the last heartbeat reached Redis, 0 when it did not."}),
+	}
+	reg.MustRegister(m.members, m.redisUp)
 	return m
 }

@@ -16,15 +16,16 @@ type Check func(ctx context.Context) error
 
 // Reporter collects readiness checks. It is safe for concurrent use.
 type Reporter struct {
-	mu     sync.Mutex
-	checks map[string]Check
+	mu       sync.Mutex
+	checks   map[string]Check
+	degrades map[string]bool // checks whose failure degrades rather than fails readiness
 	// Timeout bounds each check so /ready never hangs on a dependency.
 	timeout time.Duration
 }
 
 // New returns a Reporter whose checks each get timeout to answer.
 func New(timeout time.Duration) *Reporter {
-	return &Reporter{checks: map[string]Check{}, timeout: timeout}
+	return &Reporter{checks: map[string]Check{}, degrades: map[string]bool{}, timeout: timeout}
 }
 
 // Register adds or replaces the check called name.
@@ -34,10 +35,22 @@ func (r *Reporter) Register(name string, c Check) {
 	r.checks[name] = c
 }
 
+// RegisterDegraded adds a check whose failure leaves the instance ready but
+// degraded: it still serves, with less than it normally has (for example,
+// evaluating on cached rules while Redis is down). Taking such an instance
+// out of a load balancer would only make things worse.
+func (r *Reporter) RegisterDegraded(name string, c Check) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.checks[name] = c
+	r.degrades[name] = true
+}
+
 // Result is the outcome of every check by name: "ok" or what is wrong.
 type Result struct {
-	Ready  bool
-	Checks map[string]string
+	Ready    bool
+	Degraded bool
+	Checks   map[string]string
 }
 
 // Ready runs every check concurrently, each bounded by the timeout.
@@ -48,9 +61,10 @@ func (r *Reporter) Ready(ctx context.Context) Result {
 		names = append(names, n)
 	}
 	checks := make([]Check, len(names))
+	degrades := make([]bool, len(names))
 	sort.Strings(names)
 	for i, n := range names {
-		checks[i] = r.checks[n]
+		checks[i], degrades[i] = r.checks[n], r.degrades[n]
 	}
 	r.mu.Unlock()
 
@@ -75,7 +89,11 @@ func (r *Reporter) Ready(ctx context.Context) Result {
 	wg.Wait()
 	for i, n := range names {
 		if errs[i] != nil {
-			res.Ready = false
+			if degrades[i] {
+				res.Degraded = true
+			} else {
+				res.Ready = false
+			}
 			res.Checks[n] = errs[i].Error()
 		} else {
 			res.Checks[n] = "ok"

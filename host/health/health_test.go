@@ -25,3 +25,13 @@ func TestReady(t *testing.T) {
 		t.Fatalf("failing checks: %+v", res)
 	}
 }
+
+func TestDegraded(t *testing.T) {
+	r := New(50 * time.Millisecond)
+	r.Register("rules", func(context.Context) error { return nil })
+	r.RegisterDegraded("redis", func(context.Context) error { return errors.New("connection refused") })
+	res := r.Ready(context.Background())
+	if !res.Ready || !res.Degraded || res.Checks["redis"] != "connection refused" {
+		t.Fatalf("degraded check: %+v", res)
+	}
+}

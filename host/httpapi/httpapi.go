@@ -188,6 +188,9 @@ func (a *api) ready(w http.ResponseWriter, r *http.Request) {
 	res := a.deps.Health.Ready(ctx)
 	body := map[string]any{"status": "READY", "checks": res.Checks, "version": a.deps.Version}
 	status := http.StatusOK
+	if res.Degraded {
+		body["status"] = "DEGRADED"
+	}
 	if !res.Ready {
 		body["status"] = "NOT_READY"
 		status = http.StatusServiceUnavailable
