@@ -160,6 +160,9 @@ func testBadInput(t *testing.T) {
 	wasm := func(path string, body []byte) request {
 		return request{Method: http.MethodPost, Path: path, Body: body, ContentType: "application/wasm"}
 	}
+	putWasm := func(path string, body []byte) request {
+		return request{Method: http.MethodPut, Path: path, Body: body, ContentType: "application/wasm"}
+	}
 	jsonReq := func(method, path, body string) request {
 		return request{Method: method, Path: path, Body: []byte(body), ContentType: "application/json"}
 	}
@@ -168,7 +171,10 @@ func testBadInput(t *testing.T) {
 		return request{Method: method, Path: path, Body: body, ContentType: ctype}
 	}
 	big := bytes.Repeat([]byte{0}, 17<<20+1)
-	validSpan := sampleBytes(t, "payment-fraud-check.clean")
+	// A violating trace: were any refused request kept, spans would be
+	// ingested and violations stored.
+	validOTLP := sampleBytes(t, "payment-fraud-check.violating")
+	ingested, _ := metricValue(s.metrics(t), "betrace_spans_ingested_total", nil)
 	for _, c := range []struct {
 		name    string
 		req     request
@@ -181,7 +187,7 @@ func testBadInput(t *testing.T) {
 		{"a truncated module", wasm("/v1/rules?id=junk", payment[:4096]), 400, nil},
 		{"a module without the ABI", wasm("/v1/rules?id=junk", memoryOnlyModule()), 400, []string{"betrace_abi_version"}},
 		{"a module of another ABI version", wasm("/v1/rules?id=junk", wrongABIModule()), 400, []string{"ABI version 99"}},
-		{"the wrong module as a new version", wasm("/v1/rules/payment-fraud-check", memoryOnlyModule()), 400, []string{"betrace_abi_version"}},
+		{"the wrong module as a new version", putWasm("/v1/rules/payment-fraud-check", memoryOnlyModule()), 400, []string{"betrace_abi_version"}},
 		{"unknown severity on upload", wasm("/v1/rules?id=junk&severity=urgent", payment), 400, []string{"severity"}},
 		{"unknown severity in multipart metadata", multi(http.MethodPost, "/v1/rules", payment, map[string]any{"id": "junk", "severity": "urgent"}), 400, []string{"severity"}},
 		{"unknown severity on PUT", jsonReq(http.MethodPut, "/v1/rules/payment-fraud-check", `{"severity":"urgent"}`), 400, []string{"severity"}},
@@ -201,15 +207,15 @@ func testBadInput(t *testing.T) {
 		{"PUT with broken JSON", jsonReq(http.MethodPut, "/v1/rules/payment-fraud-check", `{"severity":`), 400, []string{"JSON"}},
 		{"an oversize wasm upload", wasm("/v1/rules?id=junk", big), 413, []string{"limit"}},
 		{"an oversize multipart upload", multi(http.MethodPost, "/v1/rules", big, nil), 413, []string{"limit"}},
-		{"an oversize PUT", wasm("/v1/rules/payment-fraud-check", big), 413, []string{"limit"}},
+		{"an oversize PUT", putWasm("/v1/rules/payment-fraud-check", big), 413, []string{"limit"}},
 		{"an oversize OTLP request", request{Method: http.MethodPost, Path: "/v1/traces", Body: big, ContentType: "application/x-protobuf"}, 413, nil},
 		{"malformed OTLP protobuf", request{Method: http.MethodPost, Path: "/v1/traces", Body: []byte("\xff\xff\xff not protobuf"), ContentType: "application/x-protobuf"}, 400, nil},
 		{"malformed OTLP JSON", jsonReq(http.MethodPost, "/v1/traces", `{"resourceSpans": [`), 400, nil},
-		{"OTLP JSON with a 4-digit span ID", jsonReq(http.MethodPost, "/v1/traces", strings.Replace(string(validSpan), `"spanId": "`, `"spanId": "abcd", "x": "`, 1)), 400, []string{"spanId"}},
+		{"OTLP JSON with a 4-digit span ID", jsonReq(http.MethodPost, "/v1/traces", strings.Replace(string(validOTLP), `"spanId": "`, `"spanId": "abcd", "x": "`, 1)), 400, []string{"spanId"}},
 		{"OTLP protobuf with a 4-byte span ID", request{Method: http.MethodPost, Path: "/v1/traces", Body: otlpProtoWithSpanID(4), ContentType: "application/x-protobuf"}, 400, nil},
-		{"OTLP as text/plain", request{Method: http.MethodPost, Path: "/v1/traces", Body: validSpan, ContentType: "text/plain"}, 415, nil},
-		{"OTLP with an unknown Content-Encoding", request{Method: http.MethodPost, Path: "/v1/traces", Body: validSpan, ContentType: "application/json", Header: map[string]string{"Content-Encoding": "br"}}, 415, nil},
-		{"OTLP claiming gzip that is not", request{Method: http.MethodPost, Path: "/v1/traces", Body: validSpan, ContentType: "application/json", Header: map[string]string{"Content-Encoding": "gzip"}}, 400, nil},
+		{"OTLP as text/plain", request{Method: http.MethodPost, Path: "/v1/traces", Body: validOTLP, ContentType: "text/plain"}, 415, nil},
+		{"OTLP with an unknown Content-Encoding", request{Method: http.MethodPost, Path: "/v1/traces", Body: validOTLP, ContentType: "application/json", Header: map[string]string{"Content-Encoding": "br"}}, 415, nil},
+		{"OTLP claiming gzip that is not", request{Method: http.MethodPost, Path: "/v1/traces", Body: validOTLP, ContentType: "application/json", Header: map[string]string{"Content-Encoding": "gzip"}}, 400, nil},
 		{"malformed legacy spans", jsonReq(http.MethodPost, "/v1/spans", `{"spans": {`), 400, nil},
 		{"a bad start_time", jsonReq(http.MethodGet, "/v1/violations?start_time=last+tuesday", ""), 400, []string{"start_time"}},
 		{"an unknown rule (GET)", jsonReq(http.MethodGet, "/v1/rules/no-such-rule", ""), 404, []string{"no-such-rule"}},
@@ -220,7 +226,6 @@ func testBadInput(t *testing.T) {
 		{"an unknown rule (rollback)", jsonReq(http.MethodPost, "/v1/rules/no-such-rule/rollback", ""), 404, []string{"no-such-rule"}},
 		{"an unknown rule (module)", jsonReq(http.MethodGet, "/v1/rules/no-such-rule/module", ""), 404, []string{"no-such-rule"}},
 		{"an unknown endpoint", jsonReq(http.MethodGet, "/v1/rulez", ""), 404, []string{"no such endpoint"}},
-		{"a wrong method", jsonReq(http.MethodPatch, "/v1/rules/payment-fraud-check", `{}`), 405, []string{"PATCH"}},
 	} {
 		r := s.do(t, c.req)
 		if r.Path == "/v1/traces" || r.Path == "/v1/spans" {
@@ -267,6 +272,11 @@ func testBadInput(t *testing.T) {
 		}
 		s.unchanged(t, c.name, rules, violations)
 	}
+	// Nothing refused reached the trace buffer.
+	if now, _ := metricValue(s.metrics(t), "betrace_spans_ingested_total", nil); now != ingested {
+		t.Errorf("betrace_spans_ingested_total went from %v to %v: a refused request was ingested", ingested, now)
+	}
+
 	// The same raw path accepts a valid message, so the cases above test
 	// what they mean to.
 	if err := grpcRaw(t, s.grpc(t), otlpProtoWithSpanID(8)); err != nil {
@@ -324,6 +334,7 @@ func testTokens(t *testing.T) {
 	}
 
 	// Ingest needs the ingest token, on every transport.
+	ingested, _ := metricValue(s.metrics(t), "betrace_spans_ingested_total", nil)
 	clean, _ := sample(t, "payment-fraud-check.clean")
 	body := otlpProto(t, clean)
 	spans, _ := json.Marshal(map[string]any{"spans": legacySpans(clean)})
@@ -344,6 +355,9 @@ func testTokens(t *testing.T) {
 		}
 		s.unchanged(t, "gRPC with "+tok.name, rules, violations)
 	}
+	if now, _ := metricValue(s.metrics(t), "betrace_spans_ingested_total", nil); now != ingested {
+		t.Errorf("betrace_spans_ingested_total went from %v to %v: a request without the ingest token was ingested", ingested, now)
+	}
 	// With the right token each transport is accepted.
 	for _, tp := range transports {
 		td, _ := sample(t, "payment-fraud-check.clean")
@@ -351,5 +365,30 @@ func testTokens(t *testing.T) {
 	}
 	if r, res := s.postSpans(t, legacySpans(clean)); r.Status != http.StatusOK || res.Rejected != 0 {
 		t.Errorf("POST /v1/spans with the ingest token: status %d %+v", r.Status, res)
+	}
+}
+
+// testMethodNotAllowed: a documented path asked with a method it does not
+// serve answers 405 naming the method (httpapi sets a
+// MethodNotAllowedHandler for this), and changes nothing.
+func testMethodNotAllowed(t *testing.T) {
+	s := startServer(t, serverOptions{})
+	s.loadRule(t, "payment-fraud-check")
+	rules, violations := s.snapshot(t)
+	for _, c := range []struct{ method, path string }{
+		{http.MethodPut, "/health"},
+		{http.MethodPost, "/metrics"},
+		{http.MethodGet, "/v1/traces"},
+		{http.MethodDelete, "/v1/violations"},
+		{http.MethodPut, "/v1/rules"},
+		{http.MethodDelete, "/v1/rules"},
+		{http.MethodPatch, "/v1/rules/payment-fraud-check"},
+		{http.MethodPost, "/v1/rules/payment-fraud-check"},
+		{http.MethodGet, "/v1/rules/payment-fraud-check/enable"},
+		{http.MethodDelete, "/v1/rules/payment-fraud-check/module"},
+	} {
+		r := s.call(t, c.method, c.path, nil)
+		wantError(t, r, http.StatusMethodNotAllowed, c.method)
+		s.unchanged(t, c.method+" "+c.path, rules, violations)
 	}
 }

@@ -181,7 +181,6 @@ func wantError(t testing.TB, r response, status int, fragments ...string) {
 	}
 }
 
-
 // uploadWasm uploads a module as application/wasm with metadata in the query.
 func (s *server) uploadWasm(t testing.TB, module []byte, meta url.Values) response {
 	t.Helper()

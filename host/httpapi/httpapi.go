@@ -78,18 +78,22 @@ func New(cfg Config, deps Deps, logger *slog.Logger, reg prometheus.Registerer) 
 		r.Handle(path, h)
 	}
 
-	v1 := r.PathPrefix("/v1").Subrouter()
-	v1.Use(a.authenticate)
-	v1.HandleFunc("/rules", a.listRules).Methods(http.MethodGet)
-	v1.HandleFunc("/rules", a.createRule).Methods(http.MethodPost)
-	v1.HandleFunc("/rules/{id}", a.getRule).Methods(http.MethodGet)
-	v1.HandleFunc("/rules/{id}", a.updateRule).Methods(http.MethodPut)
-	v1.HandleFunc("/rules/{id}", a.deleteRule).Methods(http.MethodDelete)
-	v1.HandleFunc("/rules/{id}/module", a.getModule).Methods(http.MethodGet)
-	v1.HandleFunc("/rules/{id}/enable", a.enableRule(true)).Methods(http.MethodPost)
-	v1.HandleFunc("/rules/{id}/disable", a.enableRule(false)).Methods(http.MethodPost)
-	v1.HandleFunc("/rules/{id}/rollback", a.rollbackRule).Methods(http.MethodPost)
-	v1.HandleFunc("/violations", a.listViolations).Methods(http.MethodGet)
+	// The /v1 routes sit on the root router, each wrapped in authentication,
+	// rather than on a subrouter: a gorilla/mux subrouter answers 404 instead
+	// of 405 for a known path with the wrong method.
+	v1 := func(path string, h http.HandlerFunc, method string) {
+		r.Handle(path, a.authenticate(h)).Methods(method)
+	}
+	v1("/v1/rules", a.listRules, http.MethodGet)
+	v1("/v1/rules", a.createRule, http.MethodPost)
+	v1("/v1/rules/{id}", a.getRule, http.MethodGet)
+	v1("/v1/rules/{id}", a.updateRule, http.MethodPut)
+	v1("/v1/rules/{id}", a.deleteRule, http.MethodDelete)
+	v1("/v1/rules/{id}/module", a.getModule, http.MethodGet)
+	v1("/v1/rules/{id}/enable", a.enableRule(true), http.MethodPost)
+	v1("/v1/rules/{id}/disable", a.enableRule(false), http.MethodPost)
+	v1("/v1/rules/{id}/rollback", a.rollbackRule, http.MethodPost)
+	v1("/v1/violations", a.listViolations, http.MethodGet)
 	return r
 }
 

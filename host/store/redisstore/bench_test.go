@@ -1,0 +1,198 @@
+package redisstore
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/betracehq/betrace/host/internal/redistest"
+	"github.com/betracehq/betrace/host/violations"
+)
+
+// benchViolations is how many violations BenchmarkStore100k stores; set
+// BETRACE_BENCH_VIOLATIONS to change it.
+func benchViolations() int {
+	if n, err := strconv.Atoi(os.Getenv("BETRACE_BENCH_VIOLATIONS")); err == nil && n > 0 {
+		return n
+	}
+	return 100_000
+}
+
+var benchSevs = []string{"CRITICAL", "HIGH", "MEDIUM", "LOW", "INFO"}
+
+// benchViolation is a violation of realistic size (about 450 bytes of
+// JSON): one of 50 rules, one of 5 severities, two violations per trace.
+func benchViolation(i int, at time.Time) violations.Violation {
+	return violations.Violation{
+		ID:          fmt.Sprintf("01J%023d", i),
+		RuleID:      fmt.Sprintf("rule-%02d", i%50),
+		RuleName:    fmt.Sprintf("Rule number %d", i%50),
+		RuleVersion: 3,
+		Severity:    benchSevs[(i/7)%5],
+		TraceID:     fmt.Sprintf("%032x", i/2),
+		SpanID:      fmt.Sprintf("%016x", i),
+		Message:     "payment span without a preceding fraud check span in the same trace",
+		Attributes:  map[string]string{"http.status_code": "500", "payment.amount": "129.90"},
+		Metadata:    map[string]string{"service_name": "checkout", "span_name": "POST /payments/authorize"},
+		Trigger:     "root",
+		Timestamp:   at,
+	}
+}
+
+// usedMemory is Redis's used_memory in bytes.
+func usedMemory(b *testing.B, srv *redistest.Server) int64 {
+	info, err := srv.Client().Info(bg, "memory").Result()
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, line := range strings.Split(info, "\r\n") {
+		if v, ok := strings.CutPrefix(line, "used_memory:"); ok {
+			n, _ := strconv.ParseInt(v, 10, 64)
+			return n
+		}
+	}
+	b.Fatal("no used_memory in INFO")
+	return 0
+}
+
+// BenchmarkStore100k measures queries and appends over a store holding
+// 100,000 violations spread over the last six days, at its count limit,
+// on a local redis-server.
+//
+//	go test -run '^$' -bench Store100k -benchtime 200x ./host/store/redisstore/
+func BenchmarkStore100k(b *testing.B) {
+	n := benchViolations()
+	srv := redistest.Start(b)
+	mem0 := usedMemory(b, srv)
+	s := openT(b, srv, Config{MaxViolations: n}, nil)
+	now := time.Now().UTC()
+	span := 6 * 24 * time.Hour
+	first := now.Add(-span)
+	step := span / time.Duration(n)
+	began := time.Now()
+	const batch = 1000
+	vs := make([]violations.Violation, 0, batch)
+	for i := 0; i < n; i++ {
+		vs = append(vs, benchViolation(i, first.Add(time.Duration(i)*step)))
+		if len(vs) == batch || i == n-1 {
+			if err := s.AppendViolations(bg, vs); err != nil {
+				b.Fatal(err)
+			}
+			vs = vs[:0]
+		}
+	}
+	fill := time.Since(began)
+	mem := usedMemory(b, srv) - mem0
+	stored, _, _ := counts(b, srv, s)
+	b.Logf("stored %d violations in %v (%.0f/s); Redis memory +%d MB, %d bytes a violation (dedup keys included)",
+		stored, fill.Round(time.Millisecond), float64(n)/fill.Seconds(), mem>>20, mem/int64(n))
+
+	trace := fmt.Sprintf("%032x", n/3)
+	queries := []struct {
+		name string
+		q    violations.Query
+	}{
+		{"Unfiltered", violations.Query{Limit: 100}},
+		{"ByRule", violations.Query{RuleID: "rule-17", Limit: 100}},
+		{"ByRuleLimit1", violations.Query{RuleID: "rule-17", Limit: 1}},
+		{"BySeverity", violations.Query{Severity: "HIGH", Limit: 100}},
+		{"ByTrace", violations.Query{TraceID: trace, Limit: 100}},
+		{"ByTimeRange1h", violations.Query{Start: now.Add(-30 * time.Hour), End: now.Add(-29 * time.Hour), Limit: 100}},
+		{"ByRuleSeverity", violations.Query{RuleID: "rule-03", Severity: "LOW", Limit: 100}},
+		{"ByRuleSeverityDay", violations.Query{RuleID: "rule-03", Severity: "LOW", Start: now.Add(-3 * 24 * time.Hour), End: now.Add(-2 * 24 * time.Hour), Limit: 100}},
+		{"BySeverityRuleTrace", violations.Query{Severity: "HIGH", RuleID: "rule-17", TraceID: trace, Limit: 100}},
+		{"Unfiltered1000", violations.Query{Limit: 1000}},
+	}
+	for _, c := range queries {
+		b.Run("Query/"+c.name, func(b *testing.B) {
+			var p violations.Page
+			var err error
+			for b.Loop() {
+				if p, err = s.QueryViolations(bg, c.q); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(p.TotalCount), "matches")
+		})
+	}
+	// A page deep in the results.
+	for _, q := range []violations.Query{{RuleID: "rule-17", Limit: 100}, {RuleID: "rule-17", Severity: "LOW", Limit: 10}} {
+		name := "Query/ByRuleDeepCursor"
+		if q.Severity != "" {
+			name = "Query/ByRuleSeverityDeepCursor"
+		}
+		b.Run(name, func(b *testing.B) {
+			for i := 0; i < 15; i++ {
+				p, err := s.QueryViolations(bg, q)
+				if err != nil {
+					b.Fatal(err)
+				}
+				q.Cursor = p.NextCursor
+			}
+			for b.Loop() {
+				if _, err := s.QueryViolations(bg, q); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+
+	// Appends as the service makes them: a few workers, each appending
+	// one small batch per completed trace. Every append also trims as
+	// many old violations as it adds, since the store is at its limit.
+	// ns/op is meaningless here; read the latency metrics, taken over at
+	// least 3000 appends.
+	next := n
+	appendLatency := func(b *testing.B, workers int, pause time.Duration) {
+		count := max(b.N, 3000)
+		lat := make([]time.Duration, count)
+		var k atomic.Int64
+		var wg sync.WaitGroup
+		b.ResetTimer()
+		for w := 0; w < workers; w++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				r := rand.New(rand.NewPCG(uint64(w), 1))
+				for {
+					i := int(k.Add(1)) - 1
+					if i >= count {
+						return
+					}
+					batch := []violations.Violation{
+						benchViolation(next+2*i, time.Now()),
+						benchViolation(next+2*i+1, time.Now()),
+					}
+					t0 := time.Now()
+					if err := s.AppendViolations(bg, batch); err != nil {
+						b.Error(err)
+						return
+					}
+					lat[i] = time.Since(t0)
+					if pause > 0 {
+						time.Sleep(time.Duration(r.Int64N(int64(2 * pause))))
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		elapsed := b.Elapsed()
+		next += 2 * count
+		slices.Sort(lat)
+		b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
+		b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99-ms")
+		b.ReportMetric(float64(lat[len(lat)-1].Microseconds())/1000, "max-ms")
+		b.ReportMetric(float64(count)/elapsed.Seconds(), "batches/s")
+	}
+	b.Run("Append/8workers-paced", func(b *testing.B) { appendLatency(b, 8, 15*time.Millisecond) })
+	b.Run("Append/16workers-saturated", func(b *testing.B) { appendLatency(b, 16, 0) })
+	stored, _, _ = counts(b, srv, s)
+	b.Logf("trimmed %d while appending; %d stored", s.Trimmed(), stored)
+}

@@ -1,0 +1,100 @@
+package redisstore
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Defaults for Config.
+const (
+	DefaultPrefix          = "betrace:"
+	DefaultMaxViolations   = 1_000_000
+	DefaultMaxViolationAge = 7 * 24 * time.Hour
+	DefaultTimeout         = 2 * time.Second
+	DefaultDedupTTL        = time.Hour
+)
+
+// Config configures a Redis store. A zero field means its default.
+type Config struct {
+	// URL locates Redis (BETRACE_REDIS_URL), e.g. redis://host:6379/0 or
+	// rediss://user:password@host:6380/2. It is parsed by redis.ParseURL,
+	// so an unknown query parameter is an error. Required.
+	URL string
+	// Prefix starts every key this store uses (BETRACE_REDIS_PREFIX).
+	// Instances that share a Prefix share rules and violations. Default
+	// "betrace:".
+	Prefix string
+	// MaxViolations is how many violations are kept; the oldest go first.
+	// Default 1,000,000.
+	MaxViolations int
+	// MaxViolationAge is how long a violation is kept, by its Timestamp.
+	// Default 7 days.
+	MaxViolationAge time.Duration
+	// Timeout bounds every call to Redis, retries included. Default 2s.
+	Timeout time.Duration
+	// DedupTTL is how long a (rule, trace) pair that has violations is
+	// remembered, so that a second evaluation of the same pair records
+	// nothing (see the package doc). Default 1h; a negative value (-1)
+	// disables de-duplication.
+	DedupTTL time.Duration
+}
+
+// DefaultConfig returns the defaults; the caller sets URL.
+func DefaultConfig() Config {
+	return Config{
+		Prefix:          DefaultPrefix,
+		MaxViolations:   DefaultMaxViolations,
+		MaxViolationAge: DefaultMaxViolationAge,
+		Timeout:         DefaultTimeout,
+		DedupTTL:        DefaultDedupTTL,
+	}
+}
+
+// Validate reports every problem with c, each naming its field.
+func (c Config) Validate() error {
+	var errs []error
+	if c.URL == "" {
+		errs = append(errs, errors.New("redisstore: config: URL is not set: set BETRACE_REDIS_URL, e.g. redis://localhost:6379/0"))
+	} else if _, err := redis.ParseURL(c.URL); err != nil {
+		// ParseURL's errors quote the offending part, never the password.
+		errs = append(errs, fmt.Errorf("redisstore: config: URL: %w", err))
+	}
+	if c.MaxViolations < 0 {
+		errs = append(errs, fmt.Errorf("redisstore: config: MaxViolations %d is negative", c.MaxViolations))
+	}
+	if c.MaxViolationAge < 0 {
+		errs = append(errs, fmt.Errorf("redisstore: config: MaxViolationAge %s is negative", c.MaxViolationAge))
+	}
+	if c.Timeout < 0 {
+		errs = append(errs, fmt.Errorf("redisstore: config: Timeout %s is negative", c.Timeout))
+	}
+	if c.DedupTTL > 0 && c.DedupTTL < time.Millisecond {
+		errs = append(errs, fmt.Errorf("redisstore: config: DedupTTL %s is below Redis's resolution of 1ms", c.DedupTTL))
+	}
+	return errors.Join(errs...)
+}
+
+func (c Config) withDefaults() Config {
+	if c.Prefix == "" {
+		c.Prefix = DefaultPrefix
+	}
+	if c.MaxViolations == 0 {
+		c.MaxViolations = DefaultMaxViolations
+	}
+	if c.MaxViolationAge == 0 {
+		c.MaxViolationAge = DefaultMaxViolationAge
+	}
+	if c.Timeout == 0 {
+		c.Timeout = DefaultTimeout
+	}
+	if c.DedupTTL == 0 {
+		c.DedupTTL = DefaultDedupTTL
+	}
+	return c
+}
+
+// dedup reports whether de-duplication is on.
+func (c Config) dedup() bool { return c.DedupTTL > 0 }

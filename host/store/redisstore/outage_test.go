@@ -1,0 +1,112 @@
+package redisstore
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/betracehq/betrace/host/internal/redistest"
+	"github.com/betracehq/betrace/host/store"
+	"github.com/betracehq/betrace/host/store/storetest"
+)
+
+const outageTimeout = 300 * time.Millisecond
+
+// checkUnavailable calls everything and expects store.ErrUnavailable from
+// each call, returned well within a generous multiple of the timeout.
+func checkUnavailable(t *testing.T, s *Store, what string) {
+	t.Helper()
+	began := time.Now()
+	for op, err := range everyCall(s) {
+		if !errors.Is(err, store.ErrUnavailable) {
+			t.Errorf("%s: %s: %v, want ErrUnavailable", what, op, err)
+		}
+		if op == "append violations" {
+			t.Logf("%s: %v", what, err)
+		}
+	}
+	t.Logf("%s: 13 calls failed in %v", what, time.Since(began).Round(time.Millisecond))
+	// 13 calls; each must return within 5×Timeout.
+	if d := time.Since(began); d > 13*5*outageTimeout {
+		t.Errorf("%s: the calls took %v", what, d)
+	}
+}
+
+// waitUp polls until the store answers again.
+func waitUp(t *testing.T, s *Store) {
+	t.Helper()
+	deadline := time.NewTimer(15 * time.Second)
+	defer deadline.Stop()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		err := s.Ping(bg)
+		if err == nil {
+			return
+		}
+		select {
+		case <-deadline.C:
+			t.Fatalf("the store did not recover: %v", err)
+		case <-tick.C:
+		}
+	}
+}
+
+func checkWorks(t *testing.T, s *Store, what string) {
+	t.Helper()
+	for op, err := range everyCall(s) {
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
+			t.Errorf("%s: %s: %v", what, op, err)
+		}
+	}
+}
+
+// TestOutage: Redis killed, then started again on the same port (empty,
+// as after a crash without persistence). Every call fails with
+// ErrUnavailable, promptly, while it is down, and the same Store works
+// again once it is back; so does a subscription.
+func TestOutage(t *testing.T) {
+	srv := redistest.Start(t)
+	s := openT(t, srv, Config{Timeout: outageTimeout}, nil)
+	hints, stop := s.Subscribe(bg)
+	defer stop()
+	nextHint(t, hints)
+	checkWorks(t, s, "before")
+
+	srv.Stop()
+	checkUnavailable(t, s, "down")
+	// Twice: the second time go-redis's dial circuit breaker is open.
+	checkUnavailable(t, s, "still down")
+
+	srv.Start()
+	waitUp(t, s)
+	checkWorks(t, s, "after restart")
+	// The subscription comes back by itself: the hint of a change made
+	// now arrives, maybe after the re-subscription's hint.
+	if err := s.CreateRule(bg, storetest.Rule("after", 1)); err != nil {
+		t.Fatal(err)
+	}
+	want, err := s.RulesVersion(bg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for v := nextHint(t, hints); v != want; v = nextHint(t, hints) {
+		if v > want {
+			t.Fatalf("hint %d after the restart, want up to %d", v, want)
+		}
+	}
+}
+
+// TestHang: Redis stops answering without closing connections (a hung
+// server or a partition). Calls time out with ErrUnavailable instead of
+// hanging, and recover when it answers again.
+func TestHang(t *testing.T) {
+	srv := redistest.Start(t)
+	s := openT(t, srv, Config{Timeout: outageTimeout}, nil)
+	checkWorks(t, s, "before")
+	srv.Pause()
+	checkUnavailable(t, s, "hung")
+	srv.Resume()
+	waitUp(t, s)
+	checkWorks(t, s, "after resume")
+}

@@ -1,0 +1,241 @@
+package redisstore
+
+import "github.com/redis/go-redis/v9"
+
+// Every write is one Lua script, so Redis runs it atomically: no other
+// client's command runs between its reads and its writes, and a retried
+// script sees what the first attempt did. Scripts take every key they touch
+// in KEYS except the members of sorted sets, and call only deterministic
+// commands. Lua string comparison follows the server's locale, so the
+// scripts never compare strings by order, only for equality.
+
+// Rule scripts answer {status, version}: status "ok" (version is the new
+// rules version), "same" (the stored record already is this one: a retry),
+// "exists", "missing", "conflict" (version is the stored revision) or
+// "corrupt".
+
+// scriptCreateRule: KEYS rules, version; ARGV id, record, channel.
+var scriptCreateRule = redis.NewScript(`
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+if cur then
+  if cur == ARGV[2] then return {'same', 0} end
+  return {'exists', 0}
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+local v = redis.call('INCR', KEYS[2])
+redis.call('PUBLISH', ARGV[3], v)
+return {'ok', v}
+`)
+
+// scriptUpdateRule: KEYS rules, version; ARGV id, record, the revision the
+// stored record must have, channel.
+var scriptUpdateRule = redis.NewScript(`
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+if not cur then return {'missing', 0} end
+if cur == ARGV[2] then return {'same', 0} end
+local ok, rec = pcall(cjson.decode, cur)
+if not ok or type(rec) ~= 'table' then return {'corrupt', 0} end
+local rev = rec['revision']
+if rev == nil then rev = 0 end
+if type(rev) ~= 'number' then return {'corrupt', 0} end
+if rev ~= tonumber(ARGV[3]) then return {'conflict', rev} end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+local v = redis.call('INCR', KEYS[2])
+redis.call('PUBLISH', ARGV[4], v)
+return {'ok', v}
+`)
+
+// scriptDeleteRule: KEYS rules, version; ARGV id, channel.
+var scriptDeleteRule = redis.NewScript(`
+if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return {'missing', 0} end
+local v = redis.call('INCR', KEYS[2])
+redis.call('PUBLISH', ARGV[2], v)
+return {'ok', v}
+`)
+
+// scriptRulesSnapshot: KEYS rules, version. Answers {version, id, record,
+// id, record, ...} from one instant.
+var scriptRulesSnapshot = redis.NewScript(`
+local out = {tonumber(redis.call('GET', KEYS[2]) or '0')}
+local all = redis.call('HGETALL', KEYS[1])
+for i = 1, #all do out[#out + 1] = all[i] end
+return out
+`)
+
+// scriptPutModule: KEYS module; ARGV bytes. Writes unless the same bytes
+// are stored, so a corrupted copy is repaired; answers 1 if it wrote.
+var scriptPutModule = redis.NewScript(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1])
+return 1
+`)
+
+// luaDrop is shared by the violation scripts. Keys are violation keys;
+// each value starts with a format byte and the three index prefixes of its
+// violation (see encodeValue), which say which index members to remove.
+const luaDrop = `
+local function prefixes(v)
+  local out, pos = {}, 2
+  for i = 1, 3 do
+    local c = string.find(v, ':', pos + 2, true)
+    if not c then return nil end
+    local n = tonumber(string.sub(v, pos + 2, c - 1))
+    if not n then return nil end
+    local e = c + n + 1
+    out[i] = string.sub(v, pos, e)
+    pos = e + 1
+  end
+  return out
+end
+
+local function unindex(idx, k, v)
+  local ps = v and prefixes(v)
+  if ps then redis.call('ZREM', idx, ps[1] .. k, ps[2] .. k, ps[3] .. k) end
+end
+
+local function drop(main, data, idx, ks)
+  for _, k in ipairs(ks) do
+    unindex(idx, k, redis.call('HGET', data, k))
+    redis.call('HDEL', data, k)
+    redis.call('ZREM', main, k)
+  end
+  return #ks
+end
+
+-- trim removes violations older than cutoff, then the oldest beyond max,
+-- at most budget in all; it answers how many it removed and whether more
+-- are due.
+local function trim(main, data, idx, max, cutoff, budget)
+  local n = drop(main, data, idx, redis.call('ZRANGEBYLEX', main, '-', '(' .. cutoff, 'LIMIT', 0, budget))
+  local over = redis.call('ZCARD', main) - max
+  if over > 0 and n < budget then
+    n = n + drop(main, data, idx, redis.call('ZRANGE', main, 0, math.min(over, budget - n) - 1))
+  end
+  local more = redis.call('ZCARD', main) > max or
+    #redis.call('ZRANGEBYLEX', main, '-', '(' .. cutoff, 'LIMIT', 0, 1) > 0
+  return n, more
+end
+`
+
+// scriptAppend stores a batch of violations, de-duplicates it per (rule,
+// trace), then trims. KEYS: violations, data, index, then one dedup key
+// per group when de-duplication is on. ARGV: dedup TTL in ms (0 = off),
+// max violations, cutoff key, trim budget, number of groups, then per
+// group its token and its violation count followed by five arguments per
+// violation: key, value, severity, rule and trace index prefixes.
+// Answers {newly stored, skipped as duplicates, trimmed, more to trim
+// (0/1)}.
+var scriptAppend = redis.NewScript(luaDrop + `
+local main, data, idx = KEYS[1], KEYS[2], KEYS[3]
+local ttl = tonumber(ARGV[1])
+local a = 6
+local stored, skipped = 0, 0
+for g = 1, tonumber(ARGV[5]) do
+  local token, n = ARGV[a], tonumber(ARGV[a + 1])
+  a = a + 2
+  local write = true
+  if ttl > 0 then
+    local dk = KEYS[3 + g]
+    local cur = redis.call('GET', dk)
+    if not cur then
+      redis.call('SET', dk, token, 'PX', ttl)
+    elseif cur ~= token then
+      write = false
+    end
+  end
+  for i = 1, n do
+    if write then
+      local k, v = ARGV[a], ARGV[a + 1]
+      if redis.call('ZADD', main, 0, k) == 1 then
+        stored = stored + 1
+      else
+        -- Stored before (a retry, or the same key reused): replace it.
+        unindex(idx, k, redis.call('HGET', data, k))
+      end
+      redis.call('HSET', data, k, v)
+      redis.call('ZADD', idx, 0, ARGV[a + 2] .. k, 0, ARGV[a + 3] .. k, 0, ARGV[a + 4] .. k)
+    else
+      skipped = skipped + 1
+    end
+    a = a + 5
+  end
+end
+local trimmed, more = trim(main, data, idx, tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4]))
+return {stored, skipped, trimmed, more and 1 or 0}
+`)
+
+// scriptQuery finds one page of violations. KEYS: violations, data, index.
+// ARGV: page size, number of sources, then five arguments per source:
+// index prefix ("" for the violations set itself), the window's lower and
+// upper bounds, the upper bound of the part below the cursor, and the
+// lower bound of the part at or above it ("" without a cursor). Bounds are
+// in ZRANGEBYLEX syntax. One source is counted with ZLEXCOUNT and paged
+// with one ZREVRANGEBYLEX. With several (several filters), the smallest is
+// walked newest first and each member checked in the others with ZSCORE.
+// Answers {total, more (0/1), keys, values}.
+var scriptQuery = redis.NewScript(`
+local main, data, idx = KEYS[1], KEYS[2], KEYS[3]
+local limit, n = tonumber(ARGV[1]), tonumber(ARGV[2])
+local src = {}
+for i = 1, n do
+  local b = 3 + (i - 1) * 5
+  src[i] = {p = ARGV[b], lo = ARGV[b + 1], hi = ARGV[b + 2], bhi = ARGV[b + 3], alo = ARGV[b + 4]}
+end
+local total, more, keys = 0, 0, {}
+if n == 1 then
+  local s = src[1]
+  local set = idx
+  if s.p == '' then set = main end
+  total = redis.call('ZLEXCOUNT', set, s.lo, s.hi)
+  local ms = redis.call('ZREVRANGEBYLEX', set, s.bhi, s.lo, 'LIMIT', 0, limit + 1)
+  for i, m in ipairs(ms) do
+    if i > limit then more = 1 break end
+    keys[i] = string.sub(m, #s.p + 1)
+  end
+else
+  local best, bestn = 0, -1
+  for i, s in ipairs(src) do
+    local c = redis.call('ZLEXCOUNT', idx, s.lo, s.hi)
+    if bestn < 0 or c < bestn then best, bestn = i, c end
+  end
+  if bestn > 0 then
+    local s = src[best]
+    local others = {}
+    for i, o in ipairs(src) do
+      if i ~= best then others[#others + 1] = o.p end
+    end
+    local function walk(maxb, minb, collect)
+      while true do
+        local ms = redis.call('ZREVRANGEBYLEX', idx, maxb, minb, 'LIMIT', 0, 500)
+        for _, m in ipairs(ms) do
+          local k = string.sub(m, #s.p + 1)
+          local hit = true
+          for _, op in ipairs(others) do
+            if not redis.call('ZSCORE', idx, op .. k) then hit = false break end
+          end
+          if hit then
+            total = total + 1
+            if collect then
+              if #keys < limit then keys[#keys + 1] = k else more = 1 end
+            end
+          end
+        end
+        if #ms < 500 then return end
+        maxb = '(' .. ms[#ms]
+      end
+    end
+    if s.alo ~= '' then walk(s.hi, s.alo, false) end
+    walk(s.bhi, s.lo, true)
+  end
+end
+local vals = {}
+if #keys > 0 then vals = redis.call('HMGET', data, unpack(keys)) end
+return {total, more, keys, vals}
+`)
+
+// scriptTrim applies retention. KEYS: violations, data, index. ARGV: max
+// violations, cutoff key, budget. Answers {trimmed, more (0/1)}.
+var scriptTrim = redis.NewScript(luaDrop + `
+local trimmed, more = trim(KEYS[1], KEYS[2], KEYS[3], tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3]))
+return {trimmed, more and 1 or 0}
+`)

@@ -1,0 +1,477 @@
+package redisstore
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/betracehq/betrace/host/rules"
+	"github.com/betracehq/betrace/host/store"
+)
+
+// ErrClosed is returned by every call after Close. It wraps
+// store.ErrUnavailable.
+var ErrClosed = fmt.Errorf("store is closed: %w", store.ErrUnavailable)
+
+// keys are the names this store uses, all under Config.Prefix.
+type keys struct {
+	prefix       string
+	rules        string // hash: rule ID → record JSON
+	rulesVersion string // counter, bumped by every rule change
+	rulesChanged string // pub/sub channel: the new rules version
+	violations   string // sorted set: violation keys
+	data         string // hash: violation key → value
+	index        string // sorted set: filter prefix + violation key
+}
+
+func newKeys(prefix string) keys {
+	return keys{
+		prefix:       prefix,
+		rules:        prefix + "rules",
+		rulesVersion: prefix + "rules:version",
+		rulesChanged: prefix + "rules:changed",
+		violations:   prefix + "violations",
+		data:         prefix + "violations:data",
+		index:        prefix + "violations:index",
+	}
+}
+
+func (k keys) module(sha string) string { return k.prefix + "module:" + sha }
+
+func (k keys) dedup(ruleID, traceID string) string {
+	return k.prefix + "dedup:" + ruleID + ":" + traceID
+}
+
+// Store keeps rules, modules and violations in Redis, shared by every
+// instance configured with the same URL and Prefix. It is safe for
+// concurrent use.
+type Store struct {
+	cfg  Config
+	now  func() time.Time
+	rdb  *redis.Client
+	addr string
+	k    keys
+
+	closed atomic.Bool
+	subsMu sync.Mutex
+	subs   map[*subscription]struct{}
+
+	trimmed    atomic.Uint64
+	duplicates atomic.Uint64
+}
+
+var _ store.Store = (*Store)(nil)
+
+// Open connects to Redis and pings it once, so that a wrong URL or a
+// server that is down is reported at startup; the error wraps
+// store.ErrUnavailable when Redis did not answer. now is the clock
+// retention uses; nil means time.Now.
+func Open(ctx context.Context, cfg Config, now func() time.Time) (*Store, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	if now == nil {
+		now = time.Now
+	}
+	opt, err := redis.ParseURL(cfg.URL)
+	if err != nil {
+		return nil, fmt.Errorf("redisstore: config: URL: %w", err)
+	}
+	// Every call runs under a context that expires after cfg.Timeout, and
+	// go-redis honours it for dials, reads, writes and retries. Socket
+	// timeouts the URL does not set follow cfg.Timeout too.
+	opt.ContextTimeoutEnabled = true
+	for _, d := range []*time.Duration{&opt.DialTimeout, &opt.ReadTimeout, &opt.WriteTimeout, &opt.PoolTimeout} {
+		if *d == 0 {
+			*d = cfg.Timeout
+		}
+	}
+	// A refused connection fails the attempt at once: the command retries
+	// (MaxRetries, with backoff) dial again, so go-redis's own five dial
+	// attempts per command would only make a down Redis slower to report.
+	if opt.DialerRetries == 0 {
+		opt.DialerRetries = 1
+	}
+	if opt.ClientName == "" {
+		opt.ClientName = "betrace"
+	}
+	s := &Store{
+		cfg:  cfg,
+		now:  now,
+		rdb:  redis.NewClient(opt),
+		addr: opt.Addr,
+		k:    newKeys(cfg.Prefix),
+		subs: map[*subscription]struct{}{},
+	}
+	c, cancel := context.WithTimeout(ctx, cfg.Timeout)
+	defer cancel()
+	if err := s.rdb.Ping(c).Err(); err != nil {
+		s.rdb.Close()
+		return nil, fmt.Errorf("redisstore: open: cannot reach Redis at %s: %w: %w (check BETRACE_REDIS_URL and that Redis is running and reachable)",
+			s.addr, store.ErrUnavailable, err)
+	}
+	return s, nil
+}
+
+// Addr is the address of the Redis server, from the URL.
+func (s *Store) Addr() string { return s.addr }
+
+// Trimmed is how many violations retention has removed since Open,
+// counting only the trims this Store made.
+func (s *Store) Trimmed() uint64 { return s.trimmed.Load() }
+
+// Duplicates is how many violations AppendViolations has skipped since
+// Open because their (rule, trace) pair was already recorded by another
+// evaluation.
+func (s *Store) Duplicates() uint64 { return s.duplicates.Load() }
+
+// Ping reports whether Redis answers.
+func (s *Store) Ping(ctx context.Context) error {
+	const op = "ping"
+	c, cancel, err := s.enter(ctx, op)
+	if err != nil {
+		return err
+	}
+	defer cancel()
+	return s.fail(ctx, op, s.rdb.Ping(c).Err())
+}
+
+// Close stops the subscriptions and closes the connections. Calls in
+// flight fail with ErrUnavailable. It is idempotent.
+func (s *Store) Close() error {
+	if s.closed.Swap(true) {
+		return nil
+	}
+	s.subsMu.Lock()
+	subs := make([]*subscription, 0, len(s.subs))
+	for sub := range s.subs {
+		subs = append(subs, sub)
+	}
+	s.subsMu.Unlock()
+	for _, sub := range subs {
+		sub.stop()
+	}
+	if err := s.rdb.Close(); err != nil {
+		return fmt.Errorf("redisstore: close: %w", err)
+	}
+	return nil
+}
+
+// enter starts a call: it fails once the store is closed or ctx is done,
+// and otherwise returns ctx bounded by the configured Timeout.
+func (s *Store) enter(ctx context.Context, op string) (context.Context, context.CancelFunc, error) {
+	if s.closed.Load() {
+		return nil, nil, fmt.Errorf("redisstore: %s: %w", op, ErrClosed)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, nil, fmt.Errorf("redisstore: %s: %w", op, err)
+	}
+	c, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
+	return c, cancel, nil
+}
+
+// Redis error replies that mean "not now" rather than "never".
+var transientReplies = []struct{ prefix, hint string }{
+	{"LOADING", "Redis is loading its data set"},
+	{"BUSY", "Redis is busy running a script"},
+	{"MASTERDOWN", "the replica has lost its primary"},
+	{"READONLY", "the URL points at a read-only replica: point BETRACE_REDIS_URL at the primary"},
+	{"TRYAGAIN", "Redis asked to try again"},
+	{"CLUSTERDOWN", "the Redis cluster is down"},
+	{"NOREPLICAS", "Redis has not enough replicas to accept writes"},
+	{"OOM", "Redis is out of memory: raise its maxmemory or lower MaxViolations"},
+}
+
+// fail turns a go-redis error into this package's: nil stays nil; a
+// connection failure or timeout wraps store.ErrUnavailable (so the API
+// answers 503 and a caller may retry or spool); a reply that Redis cannot
+// serve now does too; any other reply is an error of its own.
+func (s *Store) fail(ctx context.Context, op string, err error) error {
+	if err == nil {
+		return nil
+	}
+	switch {
+	case errors.Is(ctx.Err(), context.Canceled):
+		// The caller gave up; Redis may be fine.
+		return fmt.Errorf("redisstore: %s: %w", op, ctx.Err())
+	case ctx.Err() != nil:
+		return fmt.Errorf("redisstore: %s: %w: %w before Redis at %s answered", op, store.ErrUnavailable, ctx.Err(), s.addr)
+	}
+	var reply redis.Error
+	if errors.As(err, &reply) {
+		msg := reply.Error()
+		for _, t := range transientReplies {
+			if strings.HasPrefix(msg, t.prefix) {
+				return fmt.Errorf("redisstore: %s: %w: %s (%s)", op, store.ErrUnavailable, msg, t.hint)
+			}
+		}
+		if strings.HasPrefix(msg, "WRONGTYPE") {
+			return fmt.Errorf("redisstore: %s: %s (is another application using keys under the prefix %q? set BETRACE_REDIS_PREFIX)", op, msg, s.cfg.Prefix)
+		}
+		return fmt.Errorf("redisstore: %s: redis: %s", op, msg)
+	}
+	if s.closed.Load() {
+		return fmt.Errorf("redisstore: %s: %w", op, ErrClosed)
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("redisstore: %s: %w: Redis at %s did not answer within %s (check that it is running and reachable)", op, store.ErrUnavailable, s.addr, s.cfg.Timeout)
+	}
+	return fmt.Errorf("redisstore: %s: %w: %w (check that Redis at %s is running and reachable)", op, store.ErrUnavailable, err, s.addr)
+}
+
+// --- rules ---
+
+func ruleOp(verb, id string) string { return fmt.Sprintf("%s rule %q", verb, id) }
+
+// ListRules returns every rule, ordered by ID.
+func (s *Store) ListRules(ctx context.Context) ([]rules.Record, error) {
+	const op = "list rules"
+	c, cancel, err := s.enter(ctx, op)
+	if err != nil {
+		return nil, err
+	}
+	defer cancel()
+	all, err := s.rdb.HGetAll(c, s.k.rules).Result()
+	if err != nil {
+		return nil, s.fail(ctx, op, err)
+	}
+	out, err := decodeRules(all)
+	if err != nil {
+		return nil, fmt.Errorf("redisstore: %s: %w", op, err)
+	}
+	return out, nil
+}
+
+func decodeRules(all map[string]string) ([]rules.Record, error) {
+	out := make([]rules.Record, 0, len(all))
+	for id, v := range all {
+		var r rules.Record
+		if err := json.Unmarshal([]byte(v), &r); err != nil {
+			return nil, fmt.Errorf("rule %q: %w: %v", id, store.ErrCorrupt, err)
+		}
+		out = append(out, r)
+	}
+	slices.SortFunc(out, func(a, b rules.Record) int { return strings.Compare(a.ID, b.ID) })
+	return out, nil
+}
+
+// Rule returns one rule or store.ErrNotFound.
+func (s *Store) Rule(ctx context.Context, id string) (rules.Record, error) {
+	op := ruleOp("get", id)
+	c, cancel, err := s.enter(ctx, op)
+	if err != nil {
+		return rules.Record{}, err
+	}
+	defer cancel()
+	v, err := s.rdb.HGet(c, s.k.rules, id).Result()
+	if errors.Is(err, redis.Nil) {
+		return rules.Record{}, fmt.Errorf("redisstore: %s: %w", op, store.ErrNotFound)
+	}
+	if err != nil {
+		return rules.Record{}, s.fail(ctx, op, err)
+	}
+	var r rules.Record
+	if err := json.Unmarshal([]byte(v), &r); err != nil {
+		return rules.Record{}, fmt.Errorf("redisstore: %s: %w: %v", op, store.ErrCorrupt, err)
+	}
+	return r, nil
+}
+
+// ruleWrite runs a rule script and maps its status to an error; rev is
+// the revision an update must find, for the conflict message.
+func (s *Store) ruleWrite(ctx context.Context, op string, rev int64, script *redis.Script, args ...any) error {
+	c, cancel, err := s.enter(ctx, op)
+	if err != nil {
+		return err
+	}
+	defer cancel()
+	res, err := script.Run(c, s.rdb, []string{s.k.rules, s.k.rulesVersion}, args...).Slice()
+	if err != nil {
+		return s.fail(ctx, op, err)
+	}
+	var status string
+	var n int64
+	if len(res) == 2 {
+		status, _ = res[0].(string)
+		n, _ = res[1].(int64)
+	}
+	switch status {
+	case "ok", "same":
+		return nil
+	case "exists":
+		return fmt.Errorf("redisstore: %s: %w", op, store.ErrExists)
+	case "missing":
+		return fmt.Errorf("redisstore: %s: %w", op, store.ErrNotFound)
+	case "conflict":
+		return fmt.Errorf("redisstore: %s: %w: stored revision is %d, this update is revision %d", op, store.ErrConflict, n, rev+1)
+	case "corrupt":
+		return fmt.Errorf("redisstore: %s: %w: the stored record is not JSON with a numeric revision", op, store.ErrCorrupt)
+	}
+	return fmt.Errorf("redisstore: %s: unexpected script reply %v", op, res)
+}
+
+// CreateRule stores a new rule as given, or returns store.ErrExists. It
+// bumps the rules version and publishes it. Storing a record identical to
+// the stored one succeeds without a change, so a retried call that had
+// been applied is not reported as a duplicate.
+func (s *Store) CreateRule(ctx context.Context, r rules.Record) error {
+	op := ruleOp("create", r.ID)
+	if err := rules.ValidateID(r.ID); err != nil {
+		return fmt.Errorf("redisstore: %s: %w", op, err)
+	}
+	val, err := json.Marshal(r)
+	if err != nil {
+		return fmt.Errorf("redisstore: %s: %w", op, err)
+	}
+	return s.ruleWrite(ctx, op, 0, scriptCreateRule, r.ID, val, s.k.rulesChanged)
+}
+
+// UpdateRule replaces a rule whose stored Revision is r.Revision-1:
+// store.ErrNotFound if it is gone, store.ErrConflict if it moved. The
+// check and the write are one script, so of concurrent updates from the
+// same revision exactly one succeeds. It bumps the rules version and
+// publishes it. An update identical to the stored record succeeds without
+// a change (a retried call that had been applied).
+func (s *Store) UpdateRule(ctx context.Context, r rules.Record) error {
+	op := ruleOp("update", r.ID)
+	val, err := json.Marshal(r)
+	if err != nil {
+		return fmt.Errorf("redisstore: %s: %w", op, err)
+	}
+	return s.ruleWrite(ctx, op, r.Revision-1, scriptUpdateRule, r.ID, val, r.Revision-1, s.k.rulesChanged)
+}
+
+// DeleteRule removes a rule (not its modules) or returns
+// store.ErrNotFound. It bumps the rules version and publishes it.
+func (s *Store) DeleteRule(ctx context.Context, id string) error {
+	return s.ruleWrite(ctx, ruleOp("delete", id), 0, scriptDeleteRule, id, s.k.rulesChanged)
+}
+
+// --- modules ---
+
+// normalizeSHA lower-cases a hex sha256 and checks its form.
+func normalizeSHA(sha string) (string, error) {
+	sha = strings.ToLower(sha)
+	if _, err := hex.DecodeString(sha); err != nil || len(sha) != 2*sha256.Size {
+		return sha, fmt.Errorf("sha256 must be %d hex digits", 2*sha256.Size)
+	}
+	return sha, nil
+}
+
+// PutModule stores module bytes under their sha256 (hex), after checking
+// that they hash to it. Storing the same bytes again writes nothing;
+// storing them over a corrupted copy repairs it.
+func (s *Store) PutModule(ctx context.Context, sha string, module []byte) error {
+	op := "put module " + sha
+	sha, err := normalizeSHA(sha)
+	if err != nil {
+		return fmt.Errorf("redisstore: %s: %w", op, err)
+	}
+	sum := sha256.Sum256(module)
+	if got := hex.EncodeToString(sum[:]); got != sha {
+		return fmt.Errorf("redisstore: %s: digest mismatch: the bytes hash to %s", op, got)
+	}
+	c, cancel, err := s.enter(ctx, op)
+	if err != nil {
+		return err
+	}
+	defer cancel()
+	err = scriptPutModule.Run(c, s.rdb, []string{s.k.module(sha)}, module).Err()
+	return s.fail(ctx, op, err)
+}
+
+// Module returns the bytes stored under sha, verifying their digest:
+// store.ErrCorrupt on mismatch, store.ErrNotFound if absent.
+func (s *Store) Module(ctx context.Context, sha string) ([]byte, error) {
+	op := "get module " + sha
+	sha, err := normalizeSHA(sha)
+	if err != nil {
+		return nil, fmt.Errorf("redisstore: %s: %w", op, err)
+	}
+	c, cancel, err := s.enter(ctx, op)
+	if err != nil {
+		return nil, err
+	}
+	defer cancel()
+	b, err := s.rdb.Get(c, s.k.module(sha)).Bytes()
+	if errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("redisstore: %s: %w", op, store.ErrNotFound)
+	}
+	if err != nil {
+		return nil, s.fail(ctx, op, err)
+	}
+	sum := sha256.Sum256(b)
+	if got := hex.EncodeToString(sum[:]); got != sha {
+		return nil, fmt.Errorf("redisstore: %s: %w: the stored bytes hash to %s", op, store.ErrCorrupt, got)
+	}
+	return b, nil
+}
+
+// --- rule synchronisation ---
+
+// RulesVersion returns the rules version: a counter that every successful
+// CreateRule, UpdateRule and DeleteRule of any instance increments in the
+// same script as its change. 0 means no rule was ever changed under this
+// prefix. A cache holding the rules of version v is current while
+// RulesVersion returns v.
+func (s *Store) RulesVersion(ctx context.Context) (int64, error) {
+	const op = "get rules version"
+	c, cancel, err := s.enter(ctx, op)
+	if err != nil {
+		return 0, err
+	}
+	defer cancel()
+	v, err := s.rdb.Get(c, s.k.rulesVersion).Int64()
+	if errors.Is(err, redis.Nil) {
+		return 0, nil
+	}
+	if err != nil {
+		var num *strconv.NumError
+		if errors.As(err, &num) {
+			return 0, fmt.Errorf("redisstore: %s: %w: %v", op, store.ErrCorrupt, err)
+		}
+		return 0, s.fail(ctx, op, err)
+	}
+	return v, nil
+}
+
+// RulesSnapshot returns every rule, ordered by ID, and the rules version
+// they are at, read in one instant: no change is half in the snapshot.
+func (s *Store) RulesSnapshot(ctx context.Context) (int64, []rules.Record, error) {
+	const op = "snapshot rules"
+	c, cancel, err := s.enter(ctx, op)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer cancel()
+	res, err := scriptRulesSnapshot.Run(c, s.rdb, []string{s.k.rules, s.k.rulesVersion}).Slice()
+	if err != nil {
+		return 0, nil, s.fail(ctx, op, err)
+	}
+	version, ok := res[0].(int64)
+	if !ok || len(res)%2 != 1 {
+		return 0, nil, fmt.Errorf("redisstore: %s: unexpected script reply", op)
+	}
+	all := make(map[string]string, len(res)/2)
+	for i := 1; i+1 < len(res); i += 2 {
+		id, _ := res[i].(string)
+		all[id], _ = res[i+1].(string)
+	}
+	out, err := decodeRules(all)
+	if err != nil {
+		return 0, nil, fmt.Errorf("redisstore: %s: %w", op, err)
+	}
+	return version, out, nil
+}
