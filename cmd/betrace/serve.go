@@ -104,8 +104,20 @@ func options() []option {
 			c.Export.Endpoint = v
 			return nil
 		}},
-		{"instance-id", "BETRACE_INSTANCE_ID", "", "this instance's name in exported spans (default: hostname:port)", false, func(c *service.Config, v string) error {
-			c.Export.InstanceID = v
+		{"redis-url", "BETRACE_REDIS_URL", "", "Redis to share rules, state and violations with other instances, e.g. redis://127.0.0.1:6379/0 (empty: embedded store)", true, func(c *service.Config, v string) error {
+			c.Redis.URL = v
+			return nil
+		}},
+		{"redis-prefix", "BETRACE_REDIS_PREFIX", "betrace:", "prefix of every Redis key, so deployments can share one Redis", false, func(c *service.Config, v string) error {
+			c.Redis.Prefix = v
+			return nil
+		}},
+		{"instance-id", "BETRACE_INSTANCE_ID", "", "this instance's name in the cluster and in exported spans (default: hostname:port)", false, func(c *service.Config, v string) error {
+			c.Export.InstanceID, c.Cluster.InstanceID = v, v
+			return nil
+		}},
+		{"advertise-addr", "BETRACE_ADVERTISE_ADDR", "", "host:port at which peers reach this instance's HTTP port (default: hostname or listen host, and the port)", false, func(c *service.Config, v string) error {
+			c.Cluster.AdvertiseAddr = v
 			return nil
 		}},
 		{"shutdown-timeout", "BETRACE_SHUTDOWN_TIMEOUT", "10s", "how long a graceful shutdown may take", false, duration(func(c *service.Config) *time.Duration { return &c.ShutdownTimeout })},
@@ -212,9 +224,16 @@ func loadConfig(args []string, getenv func(string) string, stderr io.Writer) (se
 	if err != nil {
 		problems = append(problems, "LOG_LEVEL (--log-level): "+err.Error())
 	}
+	host, _ := os.Hostname()
 	if cfg.Export.InstanceID == "" {
-		host, _ := os.Hostname()
 		cfg.Export.InstanceID = host + ":" + values["port"]
+		cfg.Cluster.InstanceID = cfg.Export.InstanceID
+	}
+	if cfg.Cluster.AdvertiseAddr == "" {
+		if h := values["listen-host"]; h != "" && h != "0.0.0.0" && h != "::" {
+			host = h
+		}
+		cfg.Cluster.AdvertiseAddr = net.JoinHostPort(host, values["port"])
 	}
 	if err := cfg.Validate(); err != nil {
 		problems = append(problems, err.Error())

@@ -23,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/betracehq/betrace/api/abiv1"
+	"github.com/betracehq/betrace/host/cluster"
 	"github.com/betracehq/betrace/host/evaluation"
 	"github.com/betracehq/betrace/host/export"
 	"github.com/betracehq/betrace/host/health"
@@ -31,7 +32,9 @@ import (
 	"github.com/betracehq/betrace/host/registry"
 	"github.com/betracehq/betrace/host/rules"
 	"github.com/betracehq/betrace/host/sandbox"
+	"github.com/betracehq/betrace/host/store"
 	"github.com/betracehq/betrace/host/store/embedded"
+	"github.com/betracehq/betrace/host/store/redisstore"
 	"github.com/betracehq/betrace/host/traces"
 	"github.com/betracehq/betrace/host/violations"
 )
@@ -58,6 +61,10 @@ type Config struct {
 	Export     export.Config
 	Store      embedded.Config // Dir defaults to DataDir
 	Quarantine rules.Config
+	// Redis, when its URL is set, replaces the embedded store and makes
+	// this instance a member of the cluster described by Cluster.
+	Redis   redisstore.Config
+	Cluster cluster.Config
 	Version    string
 }
 
@@ -73,6 +80,8 @@ func DefaultConfig() Config {
 		Export:          export.DefaultConfig(),
 		Store:           embedded.DefaultConfig(),
 		Quarantine:      rules.DefaultConfig(),
+		Redis:           redisstore.DefaultConfig(),
+		Cluster:         cluster.DefaultConfig(),
 		Version:         "dev",
 	}
 }
@@ -98,6 +107,10 @@ func (c Config) Validate() error {
 	add("ingest", c.Ingest.Validate())
 	add("export", c.Export.Validate())
 	add("quarantine", c.Quarantine.Validate())
+	if c.Redis.URL != "" {
+		add("redis", c.Redis.Validate())
+		add("cluster", c.Cluster.Validate())
+	}
 	return errors.Join(errs...)
 }
 
@@ -107,8 +120,9 @@ type Service struct {
 	logger   *slog.Logger
 	registry *prometheus.Registry
 
-	store     *embedded.Store
+	store     store.Store
 	host      *sandbox.Host
+	cluster   *clustered // nil on the embedded store
 	rules     *registry.Registry
 	exporter  *export.Exporter
 	pool      *evaluation.Pool
@@ -129,20 +143,34 @@ func New(cfg Config, logger *slog.Logger) (*Service, error) {
 	s := &Service{cfg: cfg, logger: logger, registry: reg, serveErr: make(chan error, 1)}
 	now := time.Now
 
-	if cfg.Store.Dir == "" {
-		cfg.Store.Dir = cfg.DataDir
+	var err error
+	regCfg := registry.Config{Quarantine: cfg.Quarantine}
+	if cfg.Redis.URL != "" {
+		if s.cluster, err = newClustered(cfg, logger, reg, now); err != nil {
+			return nil, err
+		}
+		s.store = s.cluster.store
+		regCfg.NewStrikes = s.cluster.strikes
+	} else {
+		if cfg.Store.Dir == "" {
+			cfg.Store.Dir = cfg.DataDir
+		}
+		st, err := embedded.Open(cfg.Store, now)
+		if err != nil {
+			return nil, fmt.Errorf("open the embedded store: %w", err)
+		}
+		s.store = st
 	}
-	st, err := embedded.Open(cfg.Store, now)
-	if err != nil {
-		return nil, fmt.Errorf("open the embedded store: %w", err)
-	}
-	s.store = st
+	st := s.store
 	s.host, err = sandbox.NewHost(filepath.Join(cfg.DataDir, "compile-cache"))
 	if err != nil {
 		st.Close()
 		return nil, err
 	}
-	s.rules = registry.New(registry.Config{Quarantine: cfg.Quarantine}, st, s.host, logger.With("component", "rules"), reg, now)
+	s.rules = registry.New(regCfg, st, s.host, logger.With("component", "rules"), reg, now)
+	if s.cluster != nil {
+		s.cluster.rules = s.rules
+	}
 
 	s.exporter, err = export.New(cfg.Export, logger.With("component", "export"), reg)
 	if err != nil {
@@ -162,11 +190,19 @@ func New(cfg Config, logger *slog.Logger) (*Service, error) {
 		s.closeStorage()
 		return nil, err
 	}
-	s.receiver, err = ingest.New(cfg.Ingest, s.assembler.Add, ingest.Settings{Logger: logger.With("component", "ingest"), Registerer: reg})
+	sink := ingest.Sink(s.assembler.Add)
+	handlers := map[string]http.Handler{}
+	if s.cluster != nil {
+		s.cluster.router = cluster.NewRouter(cluster.ForwardConfig{Token: cfg.Ingest.Token}, s.cluster.members, s.assembler.Add, logger.With("component", "cluster"), reg)
+		sink = s.cluster.router.Route
+		handlers[cluster.ForwardPath] = s.cluster.router.Handler()
+	}
+	s.receiver, err = ingest.New(cfg.Ingest, sink, ingest.Settings{Logger: logger.With("component", "ingest"), Registerer: reg})
 	if err != nil {
 		s.closeStorage()
 		return nil, err
 	}
+	handlers["/v1/traces"], handlers["/v1/spans"] = s.receiver.TracesHandler(), s.receiver.SpansHandler()
 
 	hr := health.New(2 * time.Second)
 	hr.Register("rules", func(context.Context) error {
@@ -175,12 +211,16 @@ func New(cfg Config, logger *slog.Logger) (*Service, error) {
 		}
 		return nil
 	})
-	hr.Register("storage", st.Ping)
+	if s.cluster != nil {
+		hr.RegisterDegraded("redis", s.cluster.members.RedisUp)
+	} else {
+		hr.Register("storage", st.Ping)
+	}
 	started := now()
 	s.http = &http.Server{
 		Handler: httpapi.New(httpapi.Config{APIToken: cfg.APIToken}, httpapi.Deps{
 			Rules: s.rules, Violations: st, Health: hr, Gatherer: reg,
-			Ingest:  map[string]http.Handler{"/v1/traces": s.receiver.TracesHandler(), "/v1/spans": s.receiver.SpansHandler()},
+			Ingest:  handlers,
 			Version: cfg.Version, Started: started, Now: now,
 		}, logger.With("component", "httpapi"), reg),
 		ReadHeaderTimeout: 10 * time.Second,
@@ -197,7 +237,7 @@ func New(cfg Config, logger *slog.Logger) (*Service, error) {
 // ingest.
 func (s *Service) evaluate(t *traces.Trace) {
 	var flags uint32
-	if t.Fragment {
+	if t.Fragment || (s.cluster != nil && s.cluster.members.Fragment(t.ID, t.FirstSeen.Add(-s.cfg.Traces.IdleTimeout), t.Completed)) {
 		flags |= abiv1.TraceFlagFragment
 	}
 	err := s.pool.Submit(context.Background(), evaluation.Job{
@@ -211,7 +251,11 @@ func (s *Service) evaluate(t *traces.Trace) {
 
 // record stores a trace's violations, then exports them.
 func (s *Service) record(ctx context.Context, vs []violations.Violation) error {
-	if err := s.store.AppendViolations(ctx, vs); err != nil {
+	write := s.store.AppendViolations
+	if s.cluster != nil {
+		write = s.cluster.spool.Record
+	}
+	if err := write(ctx, vs); err != nil {
 		return err
 	}
 	s.exporter.Export(vs)
@@ -229,7 +273,11 @@ func (s *Service) Start(ctx context.Context) error {
 	if err := s.rules.Load(ctx); err != nil {
 		return err
 	}
-	for _, c := range []interface{ Start(context.Context) error }{s.exporter, s.pool, s.assembler} {
+	starters := []interface{ Start(context.Context) error }{s.exporter, s.pool, s.assembler}
+	if s.cluster != nil {
+		starters = append([]interface{ Start(context.Context) error }{s.cluster}, starters...)
+	}
+	for _, c := range starters {
 		if err := c.Start(ctx); err != nil {
 			return err
 		}
@@ -273,12 +321,21 @@ func (s *Service) Shutdown(ctx context.Context) error {
 		}
 	}
 	s.logger.Info("betrace shutting down: no new spans are accepted")
+	if s.cluster != nil {
+		keep(s.cluster.members.Leave(ctx)) // peers stop routing traces here first
+	}
 	if s.listener != nil {
 		keep(s.http.Shutdown(ctx))
 	}
 	keep(s.receiver.Shutdown(ctx))
+	if s.cluster != nil {
+		keep(s.cluster.router.Shutdown(ctx)) // delivers spans queued for peers
+	}
 	keep(s.assembler.Shutdown(ctx)) // completes every buffered trace
 	keep(s.pool.Shutdown(ctx))      // evaluates and records them
+	if s.cluster != nil {
+		keep(s.cluster.Shutdown(ctx)) // writes spooled violations, stops rule sync
+	}
 	keep(s.exporter.Shutdown(ctx))
 	s.rules.Close(ctx)
 	keep(s.closeStorage())
@@ -294,5 +351,8 @@ func (s *Service) closeStorage() error {
 		errs = append(errs, s.host.Close(context.Background()))
 	}
 	errs = append(errs, s.store.Close())
+	if s.cluster != nil {
+		errs = append(errs, s.cluster.client.Close())
+	}
 	return errors.Join(errs...)
 }

@@ -91,6 +91,13 @@ func BenchmarkStore100k(b *testing.B) {
 	fill := time.Since(began)
 	mem := usedMemory(b, srv) - mem0
 	stored, _, _ := counts(b, srv, s)
+	for _, k := range []string{s.k.violations, s.k.data, s.k.index} {
+		u, err := srv.Client().MemoryUsage(bg, k, 0).Result()
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Logf("%s: %d MB, %d bytes a violation", k, u>>20, u/int64(stored))
+	}
 	b.Logf("stored %d violations in %v (%.0f/s); Redis memory +%d MB, %d bytes a violation (dedup keys included)",
 		stored, fill.Round(time.Millisecond), float64(n)/fill.Seconds(), mem>>20, mem/int64(n))
 
@@ -114,12 +121,14 @@ func BenchmarkStore100k(b *testing.B) {
 		b.Run("Query/"+c.name, func(b *testing.B) {
 			var p violations.Page
 			var err error
+			resetStats(b, srv)
 			for b.Loop() {
 				if p, err = s.QueryViolations(bg, c.q); err != nil {
 					b.Fatal(err)
 				}
 			}
 			b.ReportMetric(float64(p.TotalCount), "matches")
+			b.ReportMetric(scriptMicros(b, srv), "redis-µs/op")
 		})
 	}
 	// A page deep in the results.
@@ -136,11 +145,13 @@ func BenchmarkStore100k(b *testing.B) {
 				}
 				q.Cursor = p.NextCursor
 			}
+			resetStats(b, srv)
 			for b.Loop() {
 				if _, err := s.QueryViolations(bg, q); err != nil {
 					b.Fatal(err)
 				}
 			}
+			b.ReportMetric(scriptMicros(b, srv), "redis-µs/op")
 		})
 	}
 
@@ -191,8 +202,43 @@ func BenchmarkStore100k(b *testing.B) {
 		b.ReportMetric(float64(lat[len(lat)-1].Microseconds())/1000, "max-ms")
 		b.ReportMetric(float64(count)/elapsed.Seconds(), "batches/s")
 	}
-	b.Run("Append/8workers-paced", func(b *testing.B) { appendLatency(b, 8, 15*time.Millisecond) })
-	b.Run("Append/16workers-saturated", func(b *testing.B) { appendLatency(b, 16, 0) })
+	b.Run("Append/8workers-paced", func(b *testing.B) {
+		resetStats(b, srv)
+		appendLatency(b, 8, 15*time.Millisecond)
+		b.ReportMetric(scriptMicros(b, srv), "redis-µs/op")
+	})
+	b.Run("Append/16workers-saturated", func(b *testing.B) {
+		resetStats(b, srv)
+		appendLatency(b, 16, 0)
+		b.ReportMetric(scriptMicros(b, srv), "redis-µs/op")
+	})
 	stored, _, _ = counts(b, srv, s)
 	b.Logf("trimmed %d while appending; %d stored", s.Trimmed(), stored)
+}
+
+// resetStats clears Redis's per-command statistics.
+func resetStats(b *testing.B, srv *redistest.Server) {
+	if err := srv.Client().ConfigResetStat(bg).Err(); err != nil {
+		b.Fatal(err)
+	}
+}
+
+// scriptMicros is the mean time Redis spent in one script call since
+// resetStats: how long each call kept the server from serving anyone else.
+func scriptMicros(b *testing.B, srv *redistest.Server) float64 {
+	info, err := srv.Client().Info(bg, "commandstats").Result()
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, line := range strings.Split(info, "\r\n") {
+		if rest, ok := strings.CutPrefix(line, "cmdstat_evalsha:"); ok {
+			for _, f := range strings.Split(rest, ",") {
+				if v, ok := strings.CutPrefix(f, "usec_per_call="); ok {
+					x, _ := strconv.ParseFloat(v, 64)
+					return x
+				}
+			}
+		}
+	}
+	return 0
 }

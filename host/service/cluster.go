@@ -1,0 +1,147 @@
+package service
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/betracehq/betrace/host/cluster"
+	"github.com/betracehq/betrace/host/evaluation"
+	"github.com/betracehq/betrace/host/registry"
+	"github.com/betracehq/betrace/host/store/redisstore"
+)
+
+// rulePoll is how often an instance checks the rules version in Redis, so
+// a pub/sub hint lost across a reconnect delays a change by at most this.
+const rulePoll = time.Second
+
+// clustered is what an instance adds when it shares Redis with others:
+// the shared store, membership, forwarding, shared strikes, the violation
+// spool and the rule sync loop.
+type clustered struct {
+	cfg     Config
+	store   *redisstore.Store
+	client  *redis.Client
+	members *cluster.Membership
+	router  *cluster.Router
+	spool   *cluster.Spool
+	rules   *registry.Registry
+	logger  *slog.Logger
+	now     func() time.Time
+	syncLag prometheus.Gauge
+
+	stop chan struct{}
+	done chan struct{}
+}
+
+func newClustered(cfg Config, logger *slog.Logger, reg prometheus.Registerer, now func() time.Time) (*clustered, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st, err := redisstore.Open(ctx, cfg.Redis, now)
+	if err != nil {
+		return nil, fmt.Errorf("open the Redis store: %w", err)
+	}
+	opts, err := redis.ParseURL(cfg.Redis.URL)
+	if err != nil {
+		st.Close()
+		return nil, fmt.Errorf("BETRACE_REDIS_URL: %w", err)
+	}
+	opts.DialTimeout, opts.ReadTimeout, opts.WriteTimeout = cfg.Cluster.Timeout, cfg.Cluster.Timeout, cfg.Cluster.Timeout
+	opts.MaxRetries = 0 // the heartbeat retries on its own schedule
+	client := redis.NewClient(opts)
+	cl := cfg.Cluster
+	cl.Prefix = cfg.Redis.Prefix
+	members, err := cluster.NewMembership(cl, client, logger.With("component", "cluster"), reg, now)
+	if err != nil {
+		st.Close()
+		client.Close()
+		return nil, err
+	}
+	c := &clustered{cfg: cfg, store: st, client: client, members: members, logger: logger.With("component", "cluster"), now: now,
+		spool: cluster.NewSpool(st.AppendViolations, 0, logger.With("component", "cluster"), reg),
+		syncLag: prometheus.NewGauge(prometheus.GaugeOpts{Name: "betrace_rule_sync_lag_seconds",
+			Help: "Time from a rule change anywhere in the cluster until this instance applied it (last change seen)."}),
+		stop: make(chan struct{}), done: make(chan struct{})}
+	reg.MustRegister(c.syncLag)
+	return c, nil
+}
+
+func (c *clustered) strikes(ruleID string) evaluation.Striker {
+	return cluster.NewStrikes(c.client, c.cfg.Redis.Prefix, ruleID, c.cfg.Quarantine, c.cfg.Cluster.Timeout, c.now)
+}
+
+// Start joins the cluster and starts the spool and the rule sync loop.
+func (c *clustered) Start(ctx context.Context) error {
+	if err := c.members.Start(ctx); err != nil {
+		return err
+	}
+	if err := c.spool.Start(ctx); err != nil {
+		return err
+	}
+	go c.syncLoop()
+	return nil
+}
+
+// syncLoop applies rule changes made on other instances: a pub/sub hint
+// triggers a sync at once, and a poll of the rules version catches any hint
+// that was lost.
+func (c *clustered) syncLoop() {
+	defer close(c.done)
+	hints, unsubscribe := c.store.Subscribe(context.Background())
+	defer unsubscribe()
+	tick := time.NewTicker(rulePoll)
+	defer tick.Stop()
+	var applied int64 = -1
+	for {
+		select {
+		case <-c.stop:
+			return
+		case _, ok := <-hints:
+			if !ok {
+				hints = nil // the store closed; polling carries on
+			}
+		case <-tick.C:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		v, err := c.store.RulesVersion(ctx)
+		if err == nil && v != applied {
+			if err = c.rules.Sync(ctx); err == nil {
+				if applied >= 0 {
+					c.observeLag() // a change made while running, not the state found at start
+				}
+				applied = v
+			}
+		}
+		cancel()
+		if err != nil {
+			c.logger.Debug("rule sync failed; running on cached rules", "err", err)
+		}
+	}
+}
+
+func (c *clustered) observeLag() {
+	var newest time.Time
+	for _, v := range c.rules.List() {
+		if v.Record.UpdatedAt.After(newest) {
+			newest = v.Record.UpdatedAt
+		}
+	}
+	if !newest.IsZero() {
+		c.syncLag.Set(max(0, c.now().Sub(newest).Seconds()))
+	}
+}
+
+// Shutdown stops the sync loop and writes what is spooled.
+func (c *clustered) Shutdown(ctx context.Context) error {
+	select {
+	case <-c.stop:
+	default:
+		close(c.stop)
+		<-c.done
+	}
+	return c.spool.Shutdown(ctx)
+}
