@@ -65,7 +65,7 @@ type Config struct {
 	// this instance a member of the cluster described by Cluster.
 	Redis   redisstore.Config
 	Cluster cluster.Config
-	Version    string
+	Version string
 }
 
 // DefaultConfig returns every default.
