@@ -39,6 +39,9 @@ type serverOptions struct {
 	// APIToken and IngestToken set BETRACE_API_TOKEN and
 	// BETRACE_INGEST_TOKEN; the helpers send them.
 	APIToken, IngestToken string
+	// HTTPPort, when set, is the HTTP port of every run (a cluster member
+	// advertises it to its peers); otherwise each run takes a free port.
+	HTTPPort string
 }
 
 // server is one `betrace serve` process (and its restarts on the same data
@@ -95,7 +98,10 @@ func (s *server) start(t testing.TB) {
 		t.Fatal("server already running")
 	}
 	s.runs++
-	httpPort := mustFreePort(t)
+	httpPort := s.opts.HTTPPort
+	if httpPort == "" {
+		httpPort = mustFreePort(t)
+	}
 	env := map[string]string{
 		"BETRACE_LISTEN_HOST":    "127.0.0.1",
 		"BETRACE_PORT_BACKEND":   httpPort,

@@ -1,7 +1,8 @@
 // Package redistest runs real redis-server processes for tests: one per
 // call to Start, on a free loopback port, in a temporary directory, without
-// persistence, stopped when the test ends. A test can stop a server and
-// start it again on the same port to simulate an outage.
+// persistence (StartWith can turn on an append-only file), stopped when the
+// test ends. A test can stop a server and start it again on the same port
+// to simulate an outage.
 //
 // There are no fakes of Redis here or anywhere else in BeTrace: tests that
 // need Redis need redis-server on PATH, and fail (not skip) without it, so
@@ -35,6 +36,7 @@ const startTimeout = 15 * time.Second
 // Server is one redis-server process owned by a test.
 type Server struct {
 	t    testing.TB
+	opts Options
 	bin  string
 	dir  string
 	port int
@@ -52,17 +54,32 @@ type process struct {
 	err  error         // Wait's result, set before done is closed
 }
 
+// Options change how StartWith runs redis-server.
+type Options struct {
+	// AppendOnly keeps the data set in an append-only file in the server's
+	// directory, fsynced on every write, so that Start after Stop brings
+	// back everything acknowledged, as a deployed Redis with persistence
+	// does. Without it a restarted server is empty.
+	AppendOnly bool
+}
+
 // Start starts a redis-server on a free port of 127.0.0.1 and waits until
 // it answers PING. The server is stopped, and its client closed, when the
 // test ends. Start fails the test if redis-server is not installed or does
 // not come up.
 func Start(t testing.TB) *Server {
 	t.Helper()
+	return StartWith(t, Options{})
+}
+
+// StartWith is Start with options.
+func StartWith(t testing.TB, opts Options) *Server {
+	t.Helper()
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
 		t.Fatal(NotInstalled)
 	}
-	s := &Server{t: t, bin: bin, dir: t.TempDir()}
+	s := &Server{t: t, opts: opts, bin: bin, dir: t.TempDir()}
 	t.Cleanup(s.cleanup)
 	// Another process may take the free port between our probe and the
 	// server's bind; try a few ports before giving up.
@@ -133,9 +150,9 @@ func (s *Server) signal(sig syscall.Signal) {
 	}
 }
 
-// Start starts a stopped server again on the same port, empty, and waits
-// until it answers PING; it fails the test if it cannot. Starting a
-// running server does nothing.
+// Start starts a stopped server again on the same port, empty (unless
+// Options.AppendOnly), and waits until it answers PING; it fails the test
+// if it cannot. Starting a running server does nothing.
 func (s *Server) Start() {
 	s.t.Helper()
 	s.mu.Lock()
@@ -150,7 +167,7 @@ func (s *Server) Start() {
 }
 
 func (s *Server) start() error {
-	cmd := exec.Command(s.bin,
+	args := []string{
 		"--port", strconv.Itoa(s.port),
 		"--bind", "127.0.0.1",
 		"--save", "",
@@ -158,7 +175,11 @@ func (s *Server) start() error {
 		"--dir", s.dir,
 		"--daemonize", "no",
 		"--loglevel", "warning",
-	)
+	}
+	if s.opts.AppendOnly {
+		args = append(args, "--appendonly", "yes", "--appendfsync", "always")
+	}
+	cmd := exec.Command(s.bin, args...)
 	cmd.Dir = s.dir
 	out := &syncBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out

@@ -119,3 +119,33 @@ func TestPauseResume(t *testing.T) {
 		t.Fatal("the server answers after Stop")
 	}
 }
+
+// TestAppendOnly: a server with an append-only file keeps every
+// acknowledged write across a SIGKILL and a restart.
+func TestAppendOnly(t *testing.T) {
+	s := StartWith(t, Options{AppendOnly: true})
+	ctx := context.Background()
+	c := s.Client()
+	if got, err := c.ConfigGet(ctx, "appendfsync").Result(); err != nil || got["appendfsync"] != "always" {
+		t.Fatalf("appendfsync: %v, %v", got, err)
+	}
+	if err := c.Set(ctx, "k", "v", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	s.Stop()
+	s.Start()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		v, err := c.Get(ctx, "k").Result()
+		if err == nil {
+			if v != "v" {
+				t.Fatalf("after restart k = %q, want v", v)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("k after restart: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

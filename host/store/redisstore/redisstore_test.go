@@ -78,7 +78,7 @@ func allIDs(t testing.TB, s *Store, q violations.Query) []string {
 }
 
 // counts returns the sizes of the violations set, the data hash and the
-// index, which must stay n, n and 3n.
+// index, which must stay n, n and indexesPer×n.
 func counts(t testing.TB, srv *redistest.Server, s *Store) (int64, int64, int64) {
 	t.Helper()
 	c := srv.Client()
@@ -94,8 +94,8 @@ func counts(t testing.TB, srv *redistest.Server, s *Store) (int64, int64, int64)
 func checkConsistent(t testing.TB, srv *redistest.Server, s *Store, want int64) {
 	t.Helper()
 	a, b, x := counts(t, srv, s)
-	if a != want || b != want || x != 3*want {
-		t.Fatalf("stored: %d keys, %d values, %d index members; want %d, %d, %d", a, b, x, want, want, 3*want)
+	if a != want || b != want || x != indexesPer*want {
+		t.Fatalf("stored: %d keys, %d values, %d index members; want %d, %d, %d", a, b, x, want, want, indexesPer*want)
 	}
 }
 

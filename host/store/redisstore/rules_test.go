@@ -86,19 +86,29 @@ func TestRulesVersionAndHints(t *testing.T) {
 		t.Fatalf("first hint %d, want 0", v)
 	}
 
+	// The first change starts the version at the time in milliseconds.
+	before := time.Now().UnixMilli()
+	if err := a.CreateRule(bg, storetest.Rule("r1", 1)); err != nil {
+		t.Fatal(err)
+	}
+	want := version()
+	if want <= before || want > time.Now().UnixMilli()+1 {
+		t.Fatalf("first version %d, want the time in ms (%d) + 1", want, before)
+	}
+	if v := nextHint(t, hints); v != want {
+		t.Fatalf("hint %d, want %d", v, want)
+	}
 	steps := []struct {
 		name   string
 		do     func() error
 		bumped bool
 	}{
-		{"create", func() error { return a.CreateRule(bg, storetest.Rule("r1", 1)) }, true},
 		{"create again (identical: a retry)", func() error { return a.CreateRule(bg, storetest.Rule("r1", 1)) }, false},
 		{"update", func() error { return a.UpdateRule(bg, storetest.Rule("r1", 2)) }, true},
 		{"update again (identical: a retry)", func() error { return a.UpdateRule(bg, storetest.Rule("r1", 2)) }, false},
 		{"create r2", func() error { return a.CreateRule(bg, storetest.Rule("r2", 1)) }, true},
 		{"delete", func() error { return a.DeleteRule(bg, "r2") }, true},
 	}
-	want := int64(0)
 	for _, st := range steps {
 		if err := st.do(); err != nil {
 			t.Fatalf("%s: %v", st.name, err)

@@ -12,24 +12,35 @@ import "github.com/redis/go-redis/v9"
 // Rule scripts answer {status, version}: status "ok" (version is the new
 // rules version), "same" (the stored record already is this one: a retry),
 // "exists", "missing", "conflict" (version is the stored revision) or
-// "corrupt".
+// "corrupt". Each takes KEYS rules, version, and its last two ARGV are the
+// channel to publish on and the current Unix time in milliseconds.
 
-// scriptCreateRule: KEYS rules, version; ARGV id, record, channel.
-var scriptCreateRule = redis.NewScript(`
+// luaBump increments the rules version and publishes it. A version that
+// does not exist yet starts at the current time in milliseconds, so that
+// versions keep growing even when Redis loses its data.
+const luaBump = `
+local function bump()
+  if redis.call('EXISTS', KEYS[2]) == 0 then redis.call('SET', KEYS[2], ARGV[#ARGV]) end
+  local v = redis.call('INCR', KEYS[2])
+  redis.call('PUBLISH', ARGV[#ARGV - 1], v)
+  return v
+end
+`
+
+// scriptCreateRule: ARGV id, record.
+var scriptCreateRule = redis.NewScript(luaBump + `
 local cur = redis.call('HGET', KEYS[1], ARGV[1])
 if cur then
   if cur == ARGV[2] then return {'same', 0} end
   return {'exists', 0}
 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-local v = redis.call('INCR', KEYS[2])
-redis.call('PUBLISH', ARGV[3], v)
-return {'ok', v}
+return {'ok', bump()}
 `)
 
-// scriptUpdateRule: KEYS rules, version; ARGV id, record, the revision the
-// stored record must have, channel.
-var scriptUpdateRule = redis.NewScript(`
+// scriptUpdateRule: ARGV id, record, the revision the stored record must
+// have.
+var scriptUpdateRule = redis.NewScript(luaBump + `
 local cur = redis.call('HGET', KEYS[1], ARGV[1])
 if not cur then return {'missing', 0} end
 if cur == ARGV[2] then return {'same', 0} end
@@ -40,17 +51,13 @@ if rev == nil then rev = 0 end
 if type(rev) ~= 'number' then return {'corrupt', 0} end
 if rev ~= tonumber(ARGV[3]) then return {'conflict', rev} end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-local v = redis.call('INCR', KEYS[2])
-redis.call('PUBLISH', ARGV[4], v)
-return {'ok', v}
+return {'ok', bump()}
 `)
 
-// scriptDeleteRule: KEYS rules, version; ARGV id, channel.
-var scriptDeleteRule = redis.NewScript(`
+// scriptDeleteRule: ARGV id.
+var scriptDeleteRule = redis.NewScript(luaBump + `
 if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return {'missing', 0} end
-local v = redis.call('INCR', KEYS[2])
-redis.call('PUBLISH', ARGV[2], v)
-return {'ok', v}
+return {'ok', bump()}
 `)
 
 // scriptRulesSnapshot: KEYS rules, version. Answers {version, id, record,
@@ -71,26 +78,31 @@ return 1
 `)
 
 // luaDrop is shared by the violation scripts. Keys are violation keys;
-// each value starts with a format byte and the three index prefixes of its
-// violation (see encodeValue), which say which index members to remove.
+// each value starts with a format byte and the index prefixes of its
+// violation (see encodeValue), which say which index members it has.
 const luaDrop = `
 local function prefixes(v)
   local out, pos = {}, 2
-  for i = 1, 3 do
-    local c = string.find(v, ':', pos + 2, true)
+  for i = 1, 4 do
+    local c = string.find(v, ':', pos, true)
     if not c then return nil end
-    local n = tonumber(string.sub(v, pos + 2, c - 1))
+    local n = tonumber(string.sub(v, pos, c - 1))
     if not n then return nil end
-    local e = c + n + 1
-    out[i] = string.sub(v, pos, e)
-    pos = e + 1
+    out[i] = string.sub(v, c + 1, c + n)
+    pos = c + n + 1
   end
   return out
 end
 
+local function index(idx, k, v)
+  local ps = prefixes(v)
+  if not ps then error('violation ' .. k .. ': bad value header') end
+  redis.call('ZADD', idx, 0, ps[1] .. k, 0, ps[2] .. k, 0, ps[3] .. k, 0, ps[4] .. k)
+end
+
 local function unindex(idx, k, v)
   local ps = v and prefixes(v)
-  if ps then redis.call('ZREM', idx, ps[1] .. k, ps[2] .. k, ps[3] .. k) end
+  if ps then redis.call('ZREM', idx, ps[1] .. k, ps[2] .. k, ps[3] .. k, ps[4] .. k) end
 end
 
 local function drop(main, data, idx, ks)
@@ -121,10 +133,9 @@ end
 // trace), then trims. KEYS: violations, data, index, then one dedup key
 // per group when de-duplication is on. ARGV: dedup TTL in ms (0 = off),
 // max violations, cutoff key, trim budget, number of groups, then per
-// group its token and its violation count followed by five arguments per
-// violation: key, value, severity, rule and trace index prefixes.
-// Answers {newly stored, skipped as duplicates, trimmed, more to trim
-// (0/1)}.
+// group its token and its violation count followed by each violation's
+// key and value. Go has validated every value's header. Answers {newly
+// stored, skipped as duplicates, trimmed, more to trim (0/1)}.
 var scriptAppend = redis.NewScript(luaDrop + `
 local main, data, idx = KEYS[1], KEYS[2], KEYS[3]
 local ttl = tonumber(ARGV[1])
@@ -153,11 +164,11 @@ for g = 1, tonumber(ARGV[5]) do
         unindex(idx, k, redis.call('HGET', data, k))
       end
       redis.call('HSET', data, k, v)
-      redis.call('ZADD', idx, 0, ARGV[a + 2] .. k, 0, ARGV[a + 3] .. k, 0, ARGV[a + 4] .. k)
+      index(idx, k, v)
     else
       skipped = skipped + 1
     end
-    a = a + 5
+    a = a + 2
   end
 end
 local trimmed, more = trim(main, data, idx, tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4]))
@@ -170,9 +181,9 @@ return {stored, skipped, trimmed, more and 1 or 0}
 // upper bounds, the upper bound of the part below the cursor, and the
 // lower bound of the part at or above it ("" without a cursor). Bounds are
 // in ZRANGEBYLEX syntax. One source is counted with ZLEXCOUNT and paged
-// with one ZREVRANGEBYLEX. With several (several filters), the smallest is
-// walked newest first, 500 members at a time, each checked in the others
-// with one ZMSCORE per other filter.
+// with one ZREVRANGEBYLEX. With several (a trace and another filter), the
+// smallest is walked newest first, 500 members at a time, each checked in
+// the others with one ZMSCORE per other filter.
 // Answers {total, more (0/1), keys, values}.
 var scriptQuery = redis.NewScript(`
 local main, data, idx = KEYS[1], KEYS[2], KEYS[3]

@@ -151,10 +151,11 @@ func (s *Store) Ping(ctx context.Context) error {
 // Close stops the subscriptions and closes the connections. Calls in
 // flight fail with ErrUnavailable. It is idempotent.
 func (s *Store) Close() error {
+	s.subsMu.Lock()
 	if s.closed.Swap(true) {
+		s.subsMu.Unlock()
 		return nil
 	}
-	s.subsMu.Lock()
 	subs := make([]*subscription, 0, len(s.subs))
 	for sub := range s.subs {
 		subs = append(subs, sub)
@@ -297,6 +298,7 @@ func (s *Store) ruleWrite(ctx context.Context, op string, rev int64, script *red
 		return err
 	}
 	defer cancel()
+	args = append(args, s.k.rulesChanged, s.now().UnixMilli())
 	res, err := script.Run(c, s.rdb, []string{s.k.rules, s.k.rulesVersion}, args...).Slice()
 	if err != nil {
 		return s.fail(ctx, op, err)
@@ -335,7 +337,7 @@ func (s *Store) CreateRule(ctx context.Context, r rules.Record) error {
 	if err != nil {
 		return fmt.Errorf("redisstore: %s: %w", op, err)
 	}
-	return s.ruleWrite(ctx, op, 0, scriptCreateRule, r.ID, val, s.k.rulesChanged)
+	return s.ruleWrite(ctx, op, 0, scriptCreateRule, r.ID, val)
 }
 
 // UpdateRule replaces a rule whose stored Revision is r.Revision-1:
@@ -350,13 +352,13 @@ func (s *Store) UpdateRule(ctx context.Context, r rules.Record) error {
 	if err != nil {
 		return fmt.Errorf("redisstore: %s: %w", op, err)
 	}
-	return s.ruleWrite(ctx, op, r.Revision-1, scriptUpdateRule, r.ID, val, r.Revision-1, s.k.rulesChanged)
+	return s.ruleWrite(ctx, op, r.Revision-1, scriptUpdateRule, r.ID, val, r.Revision-1)
 }
 
 // DeleteRule removes a rule (not its modules) or returns
 // store.ErrNotFound. It bumps the rules version and publishes it.
 func (s *Store) DeleteRule(ctx context.Context, id string) error {
-	return s.ruleWrite(ctx, ruleOp("delete", id), 0, scriptDeleteRule, id, s.k.rulesChanged)
+	return s.ruleWrite(ctx, ruleOp("delete", id), 0, scriptDeleteRule, id)
 }
 
 // --- modules ---
@@ -424,8 +426,11 @@ func (s *Store) Module(ctx context.Context, sha string) ([]byte, error) {
 // RulesVersion returns the rules version: a counter that every successful
 // CreateRule, UpdateRule and DeleteRule of any instance increments in the
 // same script as its change. 0 means no rule was ever changed under this
-// prefix. A cache holding the rules of version v is current while
-// RulesVersion returns v.
+// prefix. The first change starts the counter at the current Unix time in
+// milliseconds, so that versions keep growing even if Redis loses its
+// data (and with it the rules). A cache holding the rules of version v is
+// current while RulesVersion returns v; it should reload whenever the
+// version differs from v.
 func (s *Store) RulesVersion(ctx context.Context) (int64, error) {
 	const op = "get rules version"
 	c, cancel, err := s.enter(ctx, op)

@@ -9,28 +9,34 @@ import (
 )
 
 // Subscribe listens for rule changes made by any instance. Each value on
-// the returned channel is a hint: a rules version that exists now, either
-// announced on the rules:changed channel by the instance that made the
-// change, or read with RulesVersion when the subscription is established
-// and every time it is re-established after a lost connection. Hints are
-// coalesced: a slow reader sees the highest version that arrived, not
-// every one.
+// the returned channel is a hint: a rules version, either announced on the
+// rules:changed channel by the instance that made the change, or read
+// with RulesVersion when the subscription is established and each time it
+// is re-established after a lost connection. Hints are coalesced: a slow
+// reader sees the latest hint that arrived, not every one.
 //
 // Hints are only hints: pub/sub loses whatever is published while the
-// connection is down, and the re-subscription hint arrives only once Redis
+// connection is down, and the re-subscription hint comes only once Redis
 // is back. A sync loop should therefore also poll RulesVersion now and
 // then, and reload with RulesSnapshot whenever a hint or a poll shows a
-// version newer than the one it holds.
+// version other than the one it holds.
 //
 // The channel is closed after stop is called, ctx is done, or the Store
 // is closed. stop is idempotent and waits for the subscription's goroutine.
 func (s *Store) Subscribe(ctx context.Context) (hints <-chan int64, stop func()) {
 	out := make(chan int64, 1)
+	sctx, cancel := context.WithCancel(ctx)
+	sub := &subscription{cancel: cancel, done: make(chan struct{})}
+	s.subsMu.Lock()
 	if s.closed.Load() {
+		s.subsMu.Unlock()
+		cancel()
 		close(out)
 		return out, func() {}
 	}
-	sctx, cancel := context.WithCancel(ctx)
+	s.subs[sub] = struct{}{}
+	s.subsMu.Unlock()
+
 	c, ccancel := context.WithTimeout(sctx, s.cfg.Timeout)
 	// A SUBSCRIBE that fails (Redis down) is sent again by go-redis when
 	// the channel below receives, as after any lost connection.
@@ -42,10 +48,6 @@ func (s *Store) Subscribe(ctx context.Context) (hints <-chan int64, stop func())
 		redis.WithChannelPingTimeout(s.cfg.Timeout),
 		redis.WithChannelReconnectTimeout(s.cfg.Timeout),
 	)
-	sub := &subscription{cancel: cancel, done: make(chan struct{})}
-	s.subsMu.Lock()
-	s.subs[sub] = struct{}{}
-	s.subsMu.Unlock()
 
 	go func() {
 		defer func() {
@@ -97,12 +99,11 @@ func (sub *subscription) stop() {
 	<-sub.done
 }
 
-// offer puts v on a one-slot channel that only its sender fills, keeping
-// the highest version when the reader is behind.
+// offer puts v on a one-slot channel that only its sender fills,
+// replacing a hint the reader has not taken yet.
 func offer(out chan int64, v int64) {
 	select {
-	case old := <-out:
-		v = max(v, old)
+	case <-out:
 	default:
 	}
 	out <- v

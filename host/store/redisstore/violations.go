@@ -63,23 +63,55 @@ func tsKey(ns int64) string {
 // score.
 func violationKey(ns int64, id string) string { return tsKey(ns) + ":" + id }
 
-// indexPrefix is the prefix of a violation's member in the index for one
-// filter field: tag, ':', length, ':', value, ':'. The length makes it
-// unambiguous whatever the value holds.
-func indexPrefix(tag byte, v string) string {
-	return string(tag) + ":" + strconv.Itoa(len(v)) + ":" + v + ":"
+// The index holds, for every violation, one member per filter it can be
+// found by: the filter's prefix followed by the violation's key.
+const (
+	tagSeverity     = "s"
+	tagRule         = "r"
+	tagTrace        = "t"
+	tagRuleSeverity = "rs"
+	indexesPer      = 4 // index members per violation
+)
+
+// indexPrefix is the prefix of index members for a tag and filter values:
+// the tag, then ':', length, ':' and value for each value, then ':'. The
+// lengths make it unambiguous whatever the values hold.
+func indexPrefix(tag string, vals ...string) string {
+	var b strings.Builder
+	b.WriteString(tag)
+	for _, v := range vals {
+		b.WriteByte(':')
+		b.WriteString(strconv.Itoa(len(v)))
+		b.WriteByte(':')
+		b.WriteString(v)
+	}
+	b.WriteByte(':')
+	return b.String()
+}
+
+// indexPrefixes are a violation's index prefixes, in the order its value
+// stores them.
+func indexPrefixes(v *violations.Violation) [indexesPer]string {
+	return [indexesPer]string{
+		indexPrefix(tagSeverity, v.Severity),
+		indexPrefix(tagRule, v.RuleID),
+		indexPrefix(tagTrace, v.TraceID),
+		indexPrefix(tagRuleSeverity, v.RuleID, v.Severity),
+	}
 }
 
 // encodeValue is what the data hash holds for a violation: a format byte,
-// its three index prefixes (severity, rule, trace), so that a script can
-// unindex it without decoding JSON, then the violation as JSON.
-func encodeValue(ps, pr, pt string, body []byte) string {
+// its index prefixes, each as length, ':' and bytes, so that a script can
+// index and unindex it without decoding JSON, then the violation as JSON.
+func encodeValue(prefixes [indexesPer]string, body []byte) string {
 	var b strings.Builder
-	b.Grow(1 + len(ps) + len(pr) + len(pt) + len(body))
+	b.Grow(1 + indexesPer*4 + len(prefixes[0]) + len(prefixes[1]) + len(prefixes[2]) + len(prefixes[3]) + len(body))
 	b.WriteByte(valueFormat)
-	b.WriteString(ps)
-	b.WriteString(pr)
-	b.WriteString(pt)
+	for _, p := range prefixes {
+		b.WriteString(strconv.Itoa(len(p)))
+		b.WriteByte(':')
+		b.WriteString(p)
+	}
 	b.Write(body)
 	return b.String()
 }
@@ -90,17 +122,16 @@ func valueJSON(v string) (string, error) {
 		return "", errors.New("unknown value format")
 	}
 	rest := v[1:]
-	for i := 0; i < 3; i++ {
-		c := strings.IndexByte(rest[min(2, len(rest)):], ':')
-		if len(rest) < 3 || rest[1] != ':' || c < 0 {
+	for i := 0; i < indexesPer; i++ {
+		c := strings.IndexByte(rest, ':')
+		if c < 0 {
 			return "", errors.New("truncated header")
 		}
-		c += 2
-		n, err := strconv.Atoi(rest[2:c])
-		if err != nil || n < 0 || len(rest) < c+n+2 || rest[c+n+1] != ':' {
+		n, err := strconv.Atoi(rest[:c])
+		if err != nil || n < 0 || len(rest) < c+1+n {
 			return "", errors.New("bad header")
 		}
-		rest = rest[c+n+2:]
+		rest = rest[c+1+n:]
 	}
 	return rest, nil
 }
@@ -131,10 +162,7 @@ func decodeCursor(s string) (string, error) {
 }
 
 // pending is a validated, encoded violation on its way to Redis.
-type pending struct {
-	key, val   string
-	ps, pr, pt string
-}
+type pending struct{ key, val string }
 
 func encodeViolation(v *violations.Violation) (pending, error) {
 	switch {
@@ -151,14 +179,10 @@ func encodeViolation(v *violations.Violation) (pending, error) {
 	if err != nil {
 		return pending{}, err
 	}
-	p := pending{
+	return pending{
 		key: violationKey(v.Timestamp.UnixNano(), v.ID),
-		ps:  indexPrefix('s', v.Severity),
-		pr:  indexPrefix('r', v.RuleID),
-		pt:  indexPrefix('t', v.TraceID),
-	}
-	p.val = encodeValue(p.ps, p.pr, p.pt, body)
-	return p, nil
+		val: encodeValue(indexPrefixes(v), body),
+	}, nil
 }
 
 // group is the violations of one (rule, trace) pair in a batch.
@@ -222,7 +246,7 @@ func (s *Store) AppendViolations(ctx context.Context, vs []violations.Violation)
 	if s.cfg.dedup() {
 		ttl = max(1, s.cfg.DedupTTL.Milliseconds())
 	}
-	args := make([]any, 0, 5+2*len(groups)+5*len(vs))
+	args := make([]any, 0, 5+2*len(groups)+2*len(vs))
 	args = append(args, ttl, s.cfg.MaxViolations, s.cutoffKey(), trimBudget, len(groups))
 	for _, g := range groups {
 		if s.cfg.dedup() {
@@ -230,7 +254,7 @@ func (s *Store) AppendViolations(ctx context.Context, vs []violations.Violation)
 		}
 		args = append(args, g.token, len(g.items))
 		for _, p := range g.items {
-			args = append(args, p.key, p.val, p.ps, p.pr, p.pt)
+			args = append(args, p.key, p.val)
 		}
 	}
 	res, err := scriptAppend.Run(c, s.rdb, keys, args...).Int64Slice()
@@ -348,15 +372,20 @@ func (s *Store) QueryViolations(ctx context.Context, q violations.Query) (violat
 		aboveLo = max(lo, cur)
 	}
 
+	// Rule and severity together have an index of their own, so only a
+	// trace filter combined with another makes the script walk: the
+	// violations of one trace.
 	var prefixes []string
-	if q.Severity != "" {
-		prefixes = append(prefixes, indexPrefix('s', q.Severity))
-	}
-	if q.RuleID != "" {
-		prefixes = append(prefixes, indexPrefix('r', q.RuleID))
+	switch {
+	case q.RuleID != "" && q.Severity != "":
+		prefixes = append(prefixes, indexPrefix(tagRuleSeverity, q.RuleID, q.Severity))
+	case q.RuleID != "":
+		prefixes = append(prefixes, indexPrefix(tagRule, q.RuleID))
+	case q.Severity != "":
+		prefixes = append(prefixes, indexPrefix(tagSeverity, q.Severity))
 	}
 	if q.TraceID != "" {
-		prefixes = append(prefixes, indexPrefix('t', q.TraceID))
+		prefixes = append(prefixes, indexPrefix(tagTrace, q.TraceID))
 	}
 	if len(prefixes) == 0 {
 		prefixes = []string{""} // the violations set itself

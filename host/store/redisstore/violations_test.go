@@ -292,8 +292,8 @@ func TestReplace(t *testing.T) {
 	}
 	checkConsistent(t, srv, s, 1)
 	for q, want := range map[violations.Query]int{
-		{RuleID: "rule-a"}: 0, {TraceID: traceA}: 0, {Severity: "HIGH"}: 0,
-		{RuleID: "rule-b"}: 1, {TraceID: traceB}: 1, {Severity: "LOW"}: 1,
+		{RuleID: "rule-a"}: 0, {TraceID: traceA}: 0, {Severity: "HIGH"}: 0, {RuleID: "rule-a", Severity: "HIGH"}: 0,
+		{RuleID: "rule-b"}: 1, {TraceID: traceB}: 1, {Severity: "LOW"}: 1, {RuleID: "rule-b", Severity: "LOW"}: 1,
 	} {
 		p, err := s.QueryViolations(bg, q)
 		if err != nil || p.TotalCount != want {
@@ -412,7 +412,13 @@ func TestCorruptValue(t *testing.T) {
 		t.Fatal(err)
 	}
 	key := violationKey(v.Timestamp.UnixNano(), v.ID)
-	for _, bad := range []string{"garbage", "1s:4:HIGH:r:1:r:t:3", "1s:4:HIGH:r:1:r:t:1:x:{not json"} {
+	good, err := srv.Client().HGet(bg, s.k.data, key).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	json := good[strings.IndexByte(good, '{'):]
+	header := good[:len(good)-len(json)]
+	for _, bad := range []string{"garbage", header[:len(header)-3], header + "{not json"} {
 		if err := srv.Client().HSet(bg, s.k.data, key, bad).Err(); err != nil {
 			t.Fatal(err)
 		}
@@ -430,14 +436,22 @@ func TestCorruptValue(t *testing.T) {
 }
 
 func TestValueCodec(t *testing.T) {
-	for _, f := range [][3]string{{"HIGH", "rule-a", traceA}, {"", "", ""}, {"a:b", "1:", "::"}} {
-		p := encodeValue(indexPrefix('s', f[0]), indexPrefix('r', f[1]), indexPrefix('t', f[2]), []byte(`{"x":1}`))
-		body, err := valueJSON(p)
-		if err != nil || body != `{"x":1}` {
+	for _, f := range [][2]string{{"HIGH", "rule-a"}, {"", ""}, {"a:b", "1:"}, {"::", "9:"}} {
+		v := viol("x", time.Now(), f[1], f[0]+f[1])
+		v.Severity = f[0]
+		p, err := encodeViolation(&v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, err := valueJSON(p.val)
+		if err != nil || !strings.HasPrefix(body, `{"id":"x",`) {
 			t.Errorf("%q: %q, %v", f, body, err)
 		}
 	}
-	for _, bad := range []string{"", "2s:1:a:", "1s", "1s:", "1s:x:a:", "1s:9:a:", "1s:1:ab", "1s:-1::"} {
+	if p := indexPrefix(tagRuleSeverity, "rule:1", "HIGH"); p != "rs:6:rule:1:4:HIGH:" {
+		t.Errorf("prefix %q", p)
+	}
+	for _, bad := range []string{"", "2", "1", "1x:", "13:s:", "13:s:1:a:", "1-1:a", "19:s:1:a:"} {
 		if _, err := valueJSON(bad); err == nil {
 			t.Errorf("%q decoded", bad)
 		}

@@ -1,0 +1,153 @@
+// Package redisstore is BeTrace's shared store: rules, modules and
+// violations in one Redis server (BETRACE_REDIS_URL), used by every
+// instance of a cluster at once. It implements store.Store, so it passes
+// the same conformance suite (store/storetest) as the embedded store, and
+// adds what a cluster needs: a rules version with change hints for
+// keeping rule caches in sync, and de-duplication of violations per
+// (rule, trace).
+//
+// It needs Redis 6.2 or later (ZMSCORE), standalone or a primary (Sentinel
+// or a managed service); not Redis Cluster. Every key lives under
+// Config.Prefix, so several BeTrace deployments, or other applications,
+// can share a server.
+//
+// # Key layout
+//
+// With the default prefix "betrace:":
+//
+//	key                              type     holds
+//	betrace:rules                    hash     rule ID → rules.Record as JSON
+//	betrace:rules:version            string   counter, +1 on every rule change
+//	betrace:rules:changed            channel  the new version, after each change
+//	betrace:module:<sha256>          string   module bytes, under their lower-case hex digest
+//	betrace:violations               zset     every violation's key (all scores 0, ordered by key)
+//	betrace:violations:data          hash     violation key → value (index prefixes, then JSON)
+//	betrace:violations:index         zset     filter prefix + violation key, 4 per violation
+//	betrace:dedup:<rule>:<trace>     string   token of the evaluation that recorded the pair; TTL DedupTTL
+//
+// A violation's key is its timestamp (Unix nanoseconds, sign bit flipped,
+// as 20 decimal digits), ':' and its ID, so byte order, which Redis uses
+// for members of equal score, is time order then ID order, and a time
+// range is a key range (ZRANGEBYLEX, ZLEXCOUNT). The index holds each
+// violation four times, behind the prefixes "s:<len>:<severity>:",
+// "r:<len>:<rule>:", "t:<len>:<trace>:" and "rs:<len>:<rule>:<len>:<severity>:",
+// so a filter is a key range too. The lengths make prefixes unambiguous
+// whatever a value holds. Rule IDs cannot contain ':' (rules.ValidateID),
+// so dedup keys are unambiguous as well.
+//
+// # Why sorted sets and not a stream
+//
+// A stream's entry IDs must grow: XADD refuses an ID below the last one.
+// Violations arrive out of timestamp order, from several workers and
+// instances (each stamps its own clock before its append reaches Redis),
+// and queries must list them newest first by timestamp with ties by ID,
+// filter by nanosecond bounds and page with stable cursors. A stream would
+// have to clamp IDs to arrival order, which lists violations in the wrong
+// order and makes time filters approximate; the shared conformance suite,
+// which appends shuffled batches, fails. Sorted sets keep exact order
+// whatever the arrival order, count any range in O(log n), and make a
+// retried append idempotent (ZADD of an existing member changes nothing).
+// Trimming is exact, not approximate.
+//
+// # Queries
+//
+// One script reads the count, the page and the page's values, so they
+// agree. A query with no filter, one filter, or rule and severity
+// together (their own index) costs O(log n) plus the page: ZLEXCOUNT for
+// TotalCount, one ZREVRANGEBYLEX for the page, HMGET for the values. A
+// query that combines a trace with other filters walks that trace's
+// violations (the smallest of the filters, by count in the window) and
+// checks each in the other filters with ZMSCORE: a trace holds few
+// violations, so this stays small. BenchmarkStore100k has the figures. A
+// cursor is the base64url of the last key returned; it continues strictly
+// after that violation whatever has been appended since. Queries never
+// return a violation older than MaxViolationAge, trimmed yet or not.
+//
+// # De-duplication
+//
+// A trace is evaluated once, by the instance that owns it. When cluster
+// membership changes, ownership moves, and a trace may be evaluated twice,
+// in part on each owner. So that this does not record the same finding
+// twice, the first batch that records violations of a (rule, trace) pair
+// claims it: AppendViolations sets betrace:dedup:<rule>:<trace> (SET with
+// a TTL of DedupTTL, default 1h) to a token of that batch, the smallest
+// violation ID among the batch's violations of the pair. For DedupTTL
+// after that:
+//
+//   - every violation of the pair in the claiming batch is kept: a rule
+//     that fires several times on one trace in one evaluation records
+//     each violation;
+//   - the same batch sent again (a retry after a timeout, by the same or
+//     another instance, in any order) finds its own token and is written
+//     again; violation keys are (timestamp, ID), so nothing is doubled and
+//     nothing is lost if the first attempt never arrived;
+//   - another batch with violations of the pair (a second evaluation: its
+//     violation IDs differ) finds another token, and those violations are
+//     skipped; the batch's other pairs are stored. Duplicates counts what
+//     was skipped.
+//
+// The check, the claim, the writes and the trim are one script, so two
+// instances racing with the same pair cannot both win. After DedupTTL the
+// pair can be recorded again. A negative DedupTTL turns de-duplication
+// off, and AppendViolations then stores every violation it is given, as
+// the embedded store does (the conformance suite runs so: it appends the
+// same pairs in many batches).
+//
+// # Consistency
+//
+// Every write is one Lua script, which Redis runs atomically, so a rule
+// update, a batch of violations and its trimming either happen whole or
+// not at all, and no reader sees half of one. UpdateRule compares the
+// stored Revision with r.Revision-1 inside its script, so of several
+// instances updating one rule from the same revision exactly one wins and
+// the others get store.ErrConflict. Each rule change increments
+// betrace:rules:version in the same script and publishes the new version
+// on betrace:rules:changed.
+//
+// A rule cache elsewhere (the cluster's sync loop) keeps itself current by
+// snapshot, hint and poll: RulesSnapshot reads every rule and the version
+// they are at in one script; Subscribe delivers hints, the published
+// versions plus the current version each time its subscription is
+// (re)established; and since pub/sub loses what is published while a
+// connection is down, the loop also polls RulesVersion, and reloads when
+// either shows a version above its own.
+//
+// Durability is Redis's: a write that returns nil is in Redis's memory,
+// and survives a Redis restart only as far as its persistence (AOF with
+// appendfsync everysec loses up to a second) and replication allow.
+// Writes are made idempotent where a retry could otherwise misreport:
+// creating or updating a rule with a record identical to the stored one
+// succeeds without a change (so a retried call whose first attempt landed
+// does not report ErrExists or ErrConflict), PutModule writes only bytes
+// that differ from those stored, and appends are idempotent as above.
+// DeleteRule is not: a retry after a delete that landed reports
+// store.ErrNotFound.
+//
+// # Retention
+//
+// Every append trims in its script: first violations older than
+// MaxViolationAge (default 7 days), then the oldest beyond MaxViolations
+// (default 1,000,000), at most 10,000 per script so a large trim does not
+// stall Redis; Trim finishes one. Each violation costs Redis about 1.7 KB
+// (the 450-byte JSON, its key five times, index and hash overhead), so the
+// default retention needs about 1.7 GB; lower MaxViolations to fit the
+// server's maxmemory. A dedup key costs about 200 bytes, for DedupTTL.
+//
+// # Timeouts and outages
+//
+// Every call runs under Config.Timeout (default 2s), retries included;
+// go-redis honours it for dials, reads and writes. When Redis is down,
+// refuses, hangs or is loading, every call returns an error wrapping
+// store.ErrUnavailable within about Timeout (at once when connections
+// are refused), whose message starts with "redisstore: ", names the
+// operation and the address and says what to check; the API answers 503,
+// and the cluster layer spools violations and serves cached rules. The
+// same Store works again once Redis is back: go-redis redials (it probes
+// once a second after repeated dial failures) and Subscribe re-subscribes
+// by itself. Open pings once and fails, naming the address, if Redis does
+// not answer. A reply that is not about availability (WRONGTYPE when
+// another application uses the prefix) is an error of its own.
+//
+// go-redis logs failed dials through its own logger (redis.SetLogger),
+// which is the main package's to route.
+package redisstore
