@@ -88,10 +88,17 @@ func options() []option {
 			c.Workers = n
 			return nil
 		}},
-		{"violation-retention", "BETRACE_VIOLATION_RETENTION", "168h", "how long violations are kept", false, duration(func(c *service.Config) *time.Duration { return &c.Store.MaxViolationAge })},
-		{"violation-max", "BETRACE_VIOLATION_MAX", "1000000", "how many violations are kept (oldest go first)", false, func(c *service.Config, v string) error {
+		{"violation-retention", "BETRACE_VIOLATION_RETENTION", "168h", "how long violations are kept", false, func(c *service.Config, v string) error {
+			err := duration(func(c *service.Config) *time.Duration { return &c.Store.MaxViolationAge })(c, v)
+			c.Redis.MaxViolationAge = c.Store.MaxViolationAge
+			return err
+		}},
+		{"violation-max", "BETRACE_VIOLATION_MAX", "", "how many violations are kept, oldest dropped first (default 1,000,000 embedded, 250,000 in Redis)", false, func(c *service.Config, v string) error {
+			if v == "" {
+				return nil
+			}
 			n, err := positive(v)
-			c.Store.MaxViolations = n
+			c.Store.MaxViolations, c.Redis.MaxViolations = n, n
 			return err
 		}},
 		{"quarantine-strikes", "BETRACE_QUARANTINE_STRIKES", "3", "sandbox faults within the window that quarantine a rule", false, func(c *service.Config, v string) error {

@@ -11,7 +11,7 @@ import (
 // Defaults for Config.
 const (
 	DefaultPrefix          = "betrace:"
-	DefaultMaxViolations   = 1_000_000
+	DefaultMaxViolations   = 250_000 // about 1.5 KB of Redis memory each
 	DefaultMaxViolationAge = 7 * 24 * time.Hour
 	DefaultTimeout         = 2 * time.Second
 	DefaultDedupTTL        = time.Hour

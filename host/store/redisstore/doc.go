@@ -128,10 +128,11 @@
 // Every append trims in its script: first violations older than
 // MaxViolationAge (default 7 days), then the oldest beyond MaxViolations
 // (default 1,000,000), at most 10,000 per script so a large trim does not
-// stall Redis; Trim finishes one. Each violation costs Redis about 1.7 KB
-// (the 450-byte JSON, its key five times, index and hash overhead), so the
-// default retention needs about 1.7 GB; lower MaxViolations to fit the
-// server's maxmemory. A dedup key costs about 200 bytes, for DedupTTL.
+// stall Redis; Trim finishes one. Each violation costs Redis about 1.5 KB
+// (for 450 bytes of JSON: its key six times, the index and hash
+// overhead), so the default retention needs about 1.5 GB; lower
+// MaxViolations to fit the server's maxmemory. A (rule, trace) pair costs
+// about 250 bytes more for DedupTTL.
 //
 // # Timeouts and outages
 //

@@ -307,9 +307,9 @@ func TestClosed(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatalf("second close: %v", err)
 	}
-	for op, err := range everyCall(s) {
-		if !errors.Is(err, ErrClosed) || !errors.Is(err, store.ErrUnavailable) || !strings.HasPrefix(err.Error(), "redisstore: "+op) {
-			t.Errorf("%s after close: %v", op, err)
+	for _, c := range everyCall(s) {
+		if !errors.Is(c.err, ErrClosed) || !errors.Is(c.err, store.ErrUnavailable) || !strings.HasPrefix(c.err.Error(), "redisstore: "+c.op) {
+			t.Errorf("%s after close: %v", c.op, c.err)
 		}
 	}
 }
@@ -319,9 +319,9 @@ func TestClosed(t *testing.T) {
 func TestKeyLayout(t *testing.T) {
 	srv := redistest.Start(t)
 	s := openT(t, srv, Config{Prefix: "layout:"}, nil)
-	for op, err := range everyCall(s) {
-		if err != nil && !errors.Is(err, store.ErrNotFound) {
-			t.Fatalf("%s: %v", op, err)
+	for _, c := range everyCall(s) {
+		if c.err != nil && !errors.Is(c.err, store.ErrNotFound) {
+			t.Fatalf("%s: %v", c.op, c.err)
 		}
 	}
 	mod := []byte("m")
@@ -365,22 +365,38 @@ func TestKeyLayout(t *testing.T) {
 
 func violationsQuery() violations.Query { return violations.Query{Limit: 10} }
 
-// everyCall calls every method of the store once and returns the errors
-// by operation name, as the errors start.
-func everyCall(s *Store) map[string]error {
-	errs := map[string]error{}
-	errs["ping"] = s.Ping(bg)
-	_, errs["list rules"] = s.ListRules(bg)
-	_, errs["get rule"] = s.Rule(bg, "x")
-	errs["create rule"] = s.CreateRule(bg, storetest.Rule("x", 1))
-	errs["update rule"] = s.UpdateRule(bg, storetest.Rule("x", 2))
-	errs["delete rule"] = s.DeleteRule(bg, "x")
-	errs["put module"] = s.PutModule(bg, storetest.Digest(nil), nil)
-	_, errs["get module"] = s.Module(bg, storetest.Digest(nil))
-	errs["append violations"] = s.AppendViolations(bg, []violations.Violation{viol("a", time.Now(), "x", traceA)})
-	_, errs["query violations"] = s.QueryViolations(bg, violations.Query{RuleID: "x", Severity: "HIGH"})
-	errs["trim violations"] = s.Trim(bg)
-	_, errs["get rules version"] = s.RulesVersion(bg)
-	_, _, errs["snapshot rules"] = s.RulesSnapshot(bg)
-	return errs
+// call is the outcome of one call of everyCall.
+type call struct {
+	op   string // as its error messages start
+	err  error
+	took time.Duration
+}
+
+// everyCall calls every method of the store that talks to Redis once.
+func everyCall(s *Store) []call {
+	var out []call
+	do := func(op string, f func() error) {
+		began := time.Now()
+		err := f()
+		out = append(out, call{op, err, time.Since(began)})
+	}
+	do("ping", func() error { return s.Ping(bg) })
+	do("list rules", func() error { _, err := s.ListRules(bg); return err })
+	do("get rule", func() error { _, err := s.Rule(bg, "x"); return err })
+	do("create rule", func() error { return s.CreateRule(bg, storetest.Rule("x", 1)) })
+	do("update rule", func() error { return s.UpdateRule(bg, storetest.Rule("x", 2)) })
+	do("delete rule", func() error { return s.DeleteRule(bg, "x") })
+	do("put module", func() error { return s.PutModule(bg, storetest.Digest(nil), nil) })
+	do("get module", func() error { _, err := s.Module(bg, storetest.Digest(nil)); return err })
+	do("append violations", func() error {
+		return s.AppendViolations(bg, []violations.Violation{viol("a", time.Now(), "x", traceA)})
+	})
+	do("query violations", func() error {
+		_, err := s.QueryViolations(bg, violations.Query{RuleID: "x", Severity: "HIGH"})
+		return err
+	})
+	do("trim violations", func() error { return s.Trim(bg) })
+	do("get rules version", func() error { _, err := s.RulesVersion(bg); return err })
+	do("snapshot rules", func() error { _, _, err := s.RulesSnapshot(bg); return err })
+	return out
 }

@@ -119,6 +119,9 @@ func Open(ctx context.Context, cfg Config, now func() time.Time) (*Store, error)
 	defer cancel()
 	if err := s.rdb.Ping(c).Err(); err != nil {
 		s.rdb.Close()
+		if errors.Is(ctx.Err(), context.Canceled) {
+			return nil, fmt.Errorf("redisstore: open: %w", ctx.Err())
+		}
 		return nil, fmt.Errorf("redisstore: open: cannot reach Redis at %s: %w: %w (check BETRACE_REDIS_URL and that Redis is running and reachable)",
 			s.addr, store.ErrUnavailable, err)
 	}
