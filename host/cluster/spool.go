@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -68,7 +69,9 @@ func (s *Spool) push(vs []violations.Violation) {
 	if s.n == 0 {
 		s.logger.Warn("shared store unreachable: spooling violations in memory until it answers", "limit", s.max)
 	}
-	s.batches = append(s.batches, vs)
+	// The caller may reuse vs once Record returns (the evaluation pool
+	// does): keep a copy.
+	s.batches = append(s.batches, slices.Clone(vs))
 	s.n += len(vs)
 	for s.n > s.max && len(s.batches) > 0 {
 		s.n -= len(s.batches[0])
