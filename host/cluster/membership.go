@@ -144,6 +144,10 @@ type Membership struct {
 	once sync.Once
 	left atomic.Bool
 	up   atomic.Bool // the last heartbeat reached Redis
+	// everUp and reconnected tell a return after an outage from the first
+	// contact at start-up.
+	everUp      atomic.Bool
+	reconnected atomic.Int64 // Unix ms
 
 	// changed holds, per partition, when its owner last changed (Unix ms).
 	changed [Partitions]atomic.Int64
@@ -212,9 +216,17 @@ func (m *Membership) beat(ctx context.Context) error {
 	now := m.now()
 	expiry := float64(now.Add(m.cfg.MemberTTL).UnixMilli())
 	member := m.cfg.InstanceID + "\x00" + m.cfg.AdvertiseAddr
+	// Right after Redis comes back, every peer's entry may have expired
+	// during the outage although the peers are alive: they have not had a
+	// chance to heartbeat yet. Dropping them would move ownership twice and
+	// split traces for nothing, so expired entries are kept for one TTL.
+	returning := m.everUp.Load() && !m.up.Load()
+	grace := returning || now.Sub(time.UnixMilli(m.reconnected.Load())) < m.cfg.MemberTTL
 	var live *redis.ZSliceCmd
 	_, err := m.client.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		p.ZRemRangeByScore(ctx, m.key(), "-inf", strconv.FormatInt(now.UnixMilli(), 10))
+		if !grace {
+			p.ZRemRangeByScore(ctx, m.key(), "-inf", strconv.FormatInt(now.UnixMilli(), 10))
+		}
 		p.ZAdd(ctx, m.key(), redis.Z{Score: expiry, Member: member})
 		live = p.ZRangeWithScores(ctx, m.key(), 0, -1)
 		return nil
@@ -227,6 +239,9 @@ func (m *Membership) beat(ctx context.Context) error {
 		return fmt.Errorf("cluster: heartbeat: %w", err)
 	}
 	if !m.up.Swap(true) {
+		if m.everUp.Swap(true) {
+			m.reconnected.Store(now.UnixMilli())
+		}
 		m.logger.Info("Redis reachable: cluster membership current")
 	}
 	m.metrics.redisUp.Set(1)

@@ -15,8 +15,13 @@
 // the violation filters and paging; rule isolation and quarantine; bad
 // input that must be refused without changing anything, and the API and
 // ingest tokens; the runbook README commands; durability across kill -9;
-// graceful shutdown; violation export to an OTLP/HTTP collector; and every
-// recorded response checked against api/openapi.yaml.
+// graceful shutdown; violation export to an OTLP/HTTP collector; every
+// recorded response checked against api/openapi.yaml; and clusters of three
+// instances on a real redis-server (cluster_test.go): rule propagation,
+// spans of one trace spread over all instances, cluster-wide quarantine,
+// SIGKILL of a member, a Redis outage, and Redis coming back empty.
+// BETRACE_CLUSTER_FIGURES=1 turns the short throughput run into the
+// measurement reported in the README.
 //
 // Run it with the example rules built:
 //

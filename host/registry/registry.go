@@ -67,6 +67,7 @@ type Registry struct {
 
 type entry struct {
 	rec     rules.Record
+	module  []byte           // bytes of the module in force
 	rule    *evaluation.Rule // nil when the module could not be loaded
 	loadErr string
 	strikes evaluation.Striker
@@ -129,11 +130,20 @@ func (r *Registry) admit(ctx context.Context, e *entry, sha string, module []byt
 	if err != nil {
 		return err
 	}
-	r.swapSandbox(ctx, e, sb)
+	r.swapSandbox(ctx, e, sb, module)
 	return nil
 }
 
-func (r *Registry) swapSandbox(ctx context.Context, e *entry, sb *sandbox.Sandbox) {
+// installed is a module a change admitted, with its bytes.
+type installed struct {
+	sb     *sandbox.Sandbox
+	module []byte
+}
+
+// swapSandbox makes sb the rule's sandbox. The module bytes are kept so the
+// rule can be published again should a shared store lose its data.
+func (r *Registry) swapSandbox(ctx context.Context, e *entry, sb *sandbox.Sandbox, module []byte) {
+	e.module = module
 	old := e.rule
 	e.rule = &evaluation.Rule{ID: e.rec.ID, Name: e.rec.Name, Severity: string(e.rec.Severity), Version: e.rec.Module.Version,
 		Sandbox: sb, Strikes: e.strikes, Stats: e.stats}
@@ -310,7 +320,7 @@ func (r *Registry) Create(ctx context.Context, spec Spec) (View, error) {
 		return View{}, fmt.Errorf("store rule %q: %w", rec.ID, err)
 	}
 	e := r.newEntry(rec)
-	r.swapSandbox(ctx, e, sb)
+	r.swapSandbox(ctx, e, sb, spec.Module)
 	r.entries[rec.ID] = e
 	r.publish()
 	r.logger.Info("rule created", "rule_id", rec.ID, "version", rec.Module.Version, "sha256", rec.Module.SHA256, "enabled", rec.Enabled)
@@ -388,7 +398,7 @@ func orDefault(s, def string) string {
 // Update changes a rule: metadata fields named in spec and, when
 // spec.Module is set, a new module version.
 func (r *Registry) Update(ctx context.Context, spec Spec) (View, error) {
-	return r.change(ctx, spec.ID, "rule updated", func(e *entry, rec *rules.Record) (*sandbox.Sandbox, error) {
+	return r.change(ctx, spec.ID, "rule updated", func(e *entry, rec *rules.Record) (*installed, error) {
 		wasEnabled := rec.Enabled
 		if err := applySpec(rec, spec); err != nil {
 			return nil, err
@@ -418,7 +428,7 @@ func (r *Registry) Update(ctx context.Context, spec Spec) (View, error) {
 				return nil, fmt.Errorf("store module of %q: %w", rec.ID, err)
 			}
 		}
-		return sb, nil
+		return &installed{sb, module}, nil
 	})
 }
 
@@ -429,7 +439,7 @@ func (r *Registry) SetEnabled(ctx context.Context, id string, enabled bool) (Vie
 	if enabled {
 		event = "rule enabled"
 	}
-	return r.change(ctx, id, event, func(e *entry, rec *rules.Record) (*sandbox.Sandbox, error) {
+	return r.change(ctx, id, event, func(e *entry, rec *rules.Record) (*installed, error) {
 		rec.Enabled = enabled
 		if enabled {
 			rec.Quarantine = nil
@@ -442,7 +452,7 @@ func (r *Registry) SetEnabled(ctx context.Context, id string, enabled bool) (Vie
 // Rollback returns a rule to an earlier module version: version, or the
 // one before the current when version is 0.
 func (r *Registry) Rollback(ctx context.Context, id string, version int) (View, error) {
-	return r.change(ctx, id, "rule rolled back", func(e *entry, rec *rules.Record) (*sandbox.Sandbox, error) {
+	return r.change(ctx, id, "rule rolled back", func(e *entry, rec *rules.Record) (*installed, error) {
 		target := -1
 		for i, m := range rec.Versions {
 			if (version == 0 && m.Version < rec.Module.Version) || (version != 0 && m.Version == version) {
@@ -468,14 +478,14 @@ func (r *Registry) Rollback(ctx context.Context, id string, version int) (View, 
 		// The old module becomes the newest version, so history stays linear.
 		m.CreatedAt = r.now().UTC()
 		rec.AddVersion(m)
-		return sb, nil
+		return &installed{sb, module}, nil
 	})
 }
 
 // change applies fn to a copy of a rule's record, stores it and publishes.
 // fn may return a new sandbox to install with the record. When another
 // instance changed the rule first, the registry syncs and tries once more.
-func (r *Registry) change(ctx context.Context, id, event string, fn func(*entry, *rules.Record) (*sandbox.Sandbox, error)) (View, error) {
+func (r *Registry) change(ctx context.Context, id, event string, fn func(*entry, *rules.Record) (*installed, error)) (View, error) {
 	v, err := r.changeOnce(ctx, id, event, fn)
 	if errors.Is(err, store.ErrConflict) {
 		if err := r.Sync(ctx); err != nil {
@@ -486,7 +496,7 @@ func (r *Registry) change(ctx context.Context, id, event string, fn func(*entry,
 	return v, err
 }
 
-func (r *Registry) changeOnce(ctx context.Context, id, event string, fn func(*entry, *rules.Record) (*sandbox.Sandbox, error)) (View, error) {
+func (r *Registry) changeOnce(ctx context.Context, id, event string, fn func(*entry, *rules.Record) (*installed, error)) (View, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	e, ok := r.entries[id]
@@ -496,22 +506,22 @@ func (r *Registry) changeOnce(ctx context.Context, id, event string, fn func(*en
 	rec := e.rec
 	rec.Tags = slices.Clone(rec.Tags)
 	rec.Versions = slices.Clone(rec.Versions)
-	sb, err := fn(e, &rec)
+	inst, err := fn(e, &rec)
 	if err != nil {
 		return View{}, err
 	}
 	rec.UpdatedAt = r.now().UTC()
 	rec.Revision++
 	if err := r.store.UpdateRule(ctx, rec); err != nil {
-		if sb != nil {
-			sb.Close(ctx)
+		if inst != nil {
+			inst.sb.Close(ctx)
 		}
 		return View{}, fmt.Errorf("store rule %q: %w", id, err)
 	}
 	e.rec = rec
-	if sb != nil {
+	if inst != nil {
 		e.strikes.Clear()
-		r.swapSandbox(ctx, e, sb)
+		r.swapSandbox(ctx, e, inst.sb, inst.module)
 	}
 	r.publish()
 	r.logger.Info(event, "rule_id", id, "state", string(rec.State()), "version", rec.Module.Version)
@@ -571,6 +581,34 @@ func (r *Registry) Sync(ctx context.Context) error {
 	return nil
 }
 
+// Republish writes every rule this instance holds, with its module, back to
+// the store. A shared store that restarted without its data would otherwise
+// read as "every rule deleted"; the instances still hold the rules and put
+// them back. Rules already in the store are left as they are. It returns how
+// many rules were written.
+func (r *Registry) Republish(ctx context.Context) (int, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for _, id := range r.sortedIDs() {
+		e := r.entries[id]
+		if e.module == nil {
+			continue // never loaded here: nothing to put back
+		}
+		if err := r.store.PutModule(ctx, e.rec.Module.SHA256, e.module); err != nil {
+			return n, fmt.Errorf("registry: republish module of %q: %w", id, err)
+		}
+		if err := r.store.CreateRule(ctx, e.rec); err != nil {
+			if errors.Is(err, store.ErrExists) {
+				continue
+			}
+			return n, fmt.Errorf("registry: republish rule %q: %w", id, err)
+		}
+		n++
+	}
+	return n, nil
+}
+
 // Delete removes a rule; its module bytes stay in the store.
 func (r *Registry) Delete(ctx context.Context, id string) error {
 	r.mu.Lock()
@@ -597,7 +635,7 @@ func (r *Registry) Quarantine(ctx context.Context, id string, q rules.Quarantine
 		return nil // another worker or instance got there first
 	}
 	r.metrics.quarantines.WithLabelValues(id).Inc()
-	_, err := r.change(ctx, id, "rule quarantined", func(e *entry, rec *rules.Record) (*sandbox.Sandbox, error) {
+	_, err := r.change(ctx, id, "rule quarantined", func(e *entry, rec *rules.Record) (*installed, error) {
 		rec.Quarantine = &q
 		return nil, nil
 	})

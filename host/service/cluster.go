@@ -108,6 +108,18 @@ func (c *clustered) syncLoop() {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		v, err := c.store.RulesVersion(ctx)
+		if err == nil && v == 0 && len(c.rules.List()) > 0 {
+			// Every change leaves a version behind, so a missing one while
+			// this instance holds rules means Redis lost its data (it
+			// restarted without persistence). Put the rules back rather
+			// than read the emptiness as "all rules deleted".
+			var n int
+			if n, err = c.rules.Republish(ctx); err == nil && n > 0 {
+				c.logger.Error("Redis lost its data: republished this instance's rules; violations stored before the loss are gone", "rules", n)
+			}
+			cancel()
+			continue
+		}
 		if err == nil && v != applied {
 			if err = c.rules.Sync(ctx); err == nil {
 				if applied >= 0 {
