@@ -11,7 +11,7 @@ GO_SRC    := $(shell find api guest-sdk -name '*.go' -not -name '*_test.go')
 
 # Host packages run under the race detector; the rest (SDK, contract) natively.
 HOST_PKGS  := ./host/...
-OTHER_PKGS := ./api/... ./guest-sdk/... ./cmd/...
+OTHER_PKGS := ./api/... ./guest-sdk/... ./cmd/... ./deploy/...
 
 .PHONY: help build rules test test-deps vet bench run demo fmt clean
 
@@ -49,6 +49,7 @@ test-deps: ## install what the tests need (redis-server, jq) when missing
 test: test-deps rules vet ## run every test (race detector on host packages)
 	$(GO) test -race -count=1 -timeout 15m $(HOST_PKGS)
 	$(GO) test -count=1 -timeout 10m $(OTHER_PKGS)
+	deploy/prometheus/check.sh
 
 bench: build ## run the benchmarks and drive a real server with the load generator (figures in README.md)
 	$(GO) test -run '^$$' -bench . -benchmem -count 1 -timeout 30m ./host/...

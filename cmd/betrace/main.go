@@ -1,5 +1,6 @@
 // Command betrace is BeTrace's single binary: `betrace serve` runs the
-// service; the other commands help operators and rule authors.
+// service; `rules`, `violations` and `status` are operator commands, clients
+// of a running server's HTTP API; `demo` helps rule authors.
 package main
 
 import (
@@ -8,6 +9,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 )
 
@@ -30,12 +32,22 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return serve(ctx, args[1:], stdout, stderr)
 	case "demo":
 		return demo(ctx, args[1:], stdout, stderr)
+	case "rules", "violations", "status":
+		return runClient(ctx, args, stdout, stderr, os.Getenv)
 	case "version":
 		fmt.Fprintln(stdout, version)
 		return 0
 	case "help", "-h", "--help":
+		if len(args) > 1 && args[0] == "help" {
+			// betrace help rules push == betrace rules push --help
+			return run(ctx, append(args[1:], "--help"), stdout, stderr)
+		}
 		usage(stdout)
 		return 0
+	}
+	if strings.HasPrefix(args[0], "-") {
+		// global flags of the operator commands before the command
+		return runClient(ctx, args, stdout, stderr, os.Getenv)
 	}
 	fmt.Fprintf(stderr, "betrace: unknown command %q\n\n", args[0])
 	usage(stderr)
@@ -46,8 +58,13 @@ func usage(w io.Writer) {
 	fmt.Fprint(w, `usage: betrace <command> [flags]
 
 commands:
-  serve     run the BeTrace service (betrace serve --help lists its settings)
-  demo      run the example rules over the sample traces and print the violations
-  version   print the version
+  serve       run the BeTrace service (betrace serve --help lists its settings)
+  rules       manage the rules of a running server
+  violations  query the violations a server recorded
+  status      readiness, cluster members, rules by state, quarantined rules
+  demo        run the example rules over the sample traces and print the violations
+  version     print the version
+  help        this text; betrace help <command> describes one command
 `)
+	clientUsage(w)
 }

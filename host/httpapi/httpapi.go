@@ -59,12 +59,14 @@ func New(cfg Config, deps Deps, logger *slog.Logger, reg prometheus.Registerer) 
 	}
 	a := &api{cfg: cfg, deps: deps, logger: logger, metrics: newMetrics(reg)}
 	r := mux.NewRouter()
-	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	// Middleware runs only for matched routes, so these two count
+	// themselves (route "unmatched").
+	r.NotFoundHandler = a.instrument(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		writeErrorBody(w, &apiError{status: http.StatusNotFound, code: codeNotFound, message: "no such endpoint: " + r.URL.Path})
-	})
-	r.MethodNotAllowedHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	}))
+	r.MethodNotAllowedHandler = a.instrument(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		writeErrorBody(w, &apiError{status: http.StatusMethodNotAllowed, code: codeUnimplemented, message: r.Method + " is not allowed on " + r.URL.Path})
-	})
+	}))
 	r.Use(a.recoverPanics, a.instrument)
 
 	for _, p := range []string{"/health", "/v1/health"} {

@@ -101,7 +101,7 @@ func checkConsistent(t testing.TB, srv *redistest.Server, s *Store, want int64) 
 
 func TestConfig(t *testing.T) {
 	d := DefaultConfig()
-	if d.Prefix != "betrace:" || d.MaxViolations != 1_000_000 || d.MaxViolationAge != 7*24*time.Hour ||
+	if d.Prefix != "betrace:" || d.MaxViolations != 250_000 || d.MaxViolationAge != 7*24*time.Hour ||
 		d.Timeout != 2*time.Second || d.DedupTTL != time.Hour {
 		t.Fatalf("defaults %+v", d)
 	}
