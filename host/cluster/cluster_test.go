@@ -39,7 +39,7 @@ func owners(v *View) map[int]string {
 }
 
 func TestRendezvous(t *testing.T) {
-	three := newView(members("a", "b", "c"), "a")
+	three := NewView(members("a", "b", "c"), "a")
 	// Every member owns a fair share.
 	share := map[string]int{}
 	for _, id := range owners(three) {
@@ -51,11 +51,11 @@ func TestRendezvous(t *testing.T) {
 		}
 	}
 	// Views agree whichever member computes them.
-	if fmt.Sprint(owners(three)) != fmt.Sprint(owners(newView(members("a", "b", "c"), "c"))) {
+	if fmt.Sprint(owners(three)) != fmt.Sprint(owners(NewView(members("a", "b", "c"), "c"))) {
 		t.Fatal("two members disagree on ownership")
 	}
 	// When c leaves, only c's partitions move.
-	two := newView(members("a", "b"), "a")
+	two := NewView(members("a", "b"), "a")
 	before, after := owners(three), owners(two)
 	for p := range Partitions {
 		if before[p] != "c" && before[p] != after[p] {

@@ -91,7 +91,7 @@ func Partition(traceID [16]byte) int {
 // newView computes partition owners by rendezvous hashing: each partition
 // goes to the member with the highest hash of (member, partition). When a
 // member joins or leaves, only the partitions it wins or held move.
-func newView(members []Member, self string) *View {
+func NewView(members []Member, self string) *View {
 	v := &View{Members: members}
 	for i, m := range members {
 		if m.ID == self {
@@ -169,7 +169,7 @@ func NewMembership(cfg Config, client redis.UniversalClient, logger *slog.Logger
 	}
 	m := &Membership{cfg: cfg, client: client, logger: logger, now: now, metrics: newMetrics(reg),
 		stop: make(chan struct{}), done: make(chan struct{})}
-	m.view.Store(newView([]Member{{ID: cfg.InstanceID, Addr: cfg.AdvertiseAddr}}, cfg.InstanceID))
+	m.view.Store(NewView([]Member{{ID: cfg.InstanceID, Addr: cfg.AdvertiseAddr}}, cfg.InstanceID))
 	m.metrics.members.Set(1)
 	return m, nil
 }
@@ -269,7 +269,7 @@ func (m *Membership) update(members []Member) {
 	if !slices.ContainsFunc(members, func(x Member) bool { return x.ID == m.cfg.InstanceID }) {
 		return // our own entry is missing (we are leaving): keep routing as before
 	}
-	next := newView(members, m.cfg.InstanceID)
+	next := NewView(members, m.cfg.InstanceID)
 	now := m.now().UnixMilli()
 	for p := range Partitions {
 		if old.Members[old.owners[p]] != next.Members[next.owners[p]] {

@@ -4,10 +4,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"encoding/binary"
 	"encoding/hex"
 	"fmt"
-	"hash/fnv"
 	"io"
 	"math"
 	"net/http"
@@ -203,33 +201,21 @@ func (c *testCluster) waitQuiet(t testing.TB, completed float64, nodes ...int) {
 }
 
 // owner returns the node that owns traceID while the nodes in members form
-// the cluster. It recomputes host/cluster's partition table (rendezvous
-// hashing over instance IDs) so that a test can aim a trace at a member;
-// TestClusterSpread checks it against the forwarding counters.
+// the cluster, from host/cluster's own partition table, so that a test can
+// aim a trace at a member; TestClusterSpread checks it against the
+// forwarding counters.
 func (c *testCluster) owner(traceID pcommon.TraceID, members []int) int {
-	p := cluster.Partition(traceID)
-	best, bestScore := -1, uint64(0)
+	ms := make([]cluster.Member, len(members))
+	for k, i := range members {
+		ms[k] = cluster.Member{ID: c.ids[i]}
+	}
+	owner, _ := cluster.NewView(ms, "").Owner(traceID)
 	for _, i := range members {
-		if s := rendezvousScore(c.ids[i], p); best < 0 || s > bestScore {
-			best, bestScore = i, s
+		if c.ids[i] == owner.ID {
+			return i
 		}
 	}
-	return best
-}
-
-func rendezvousScore(member string, partition int) uint64 {
-	h := fnv.New64a()
-	h.Write([]byte(member))
-	var b [8]byte
-	binary.LittleEndian.PutUint64(b[:], uint64(partition))
-	h.Write(b[:])
-	x := h.Sum64()
-	x ^= x >> 33
-	x *= 0xff51afd7ed558ccd
-	x ^= x >> 33
-	x *= 0xc4ceb9fe1a85ec53
-	x ^= x >> 33
-	return x
+	return -1
 }
 
 // paymentTrace is the payment-fraud-check sample (violating: two
