@@ -31,7 +31,18 @@ type Spool struct {
 	kick    chan struct{}
 	stop    chan struct{}
 	done    chan struct{}
+
+	// Group commit: writes from every evaluation worker within one
+	// linger window go to Redis as one call, so round trips grow with
+	// time, not with violating traces.
+	gmu     sync.Mutex
+	group   []violations.Violation
+	waiters []chan error
 }
+
+// commitLinger is how long the first violation of a group waits for
+// others: a bound on added latency, far below the 100 ms target.
+const commitLinger = 2 * time.Millisecond
 
 // DefaultSpoolViolations bounds the spool.
 const DefaultSpoolViolations = 100_000
@@ -51,14 +62,46 @@ func (s *Spool) Record(ctx context.Context, vs []violations.Violation) error {
 	s.mu.Lock()
 	queued := s.n > 0
 	s.mu.Unlock()
-	if !queued {
-		err := s.write(ctx, vs)
-		if err == nil || !errors.Is(err, store.ErrUnavailable) {
-			return err
-		}
+	if queued {
+		s.push(vs) // keep order behind what is already waiting
+		return nil
 	}
-	s.push(vs)
-	return nil
+	done := make(chan error, 1)
+	s.gmu.Lock()
+	s.group = append(s.group, vs...)
+	s.waiters = append(s.waiters, done)
+	if len(s.waiters) == 1 {
+		time.AfterFunc(commitLinger, s.commitGroup)
+	}
+	s.gmu.Unlock()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// commitGroup writes every violation recorded in the last linger window in
+// one call; if the store is unavailable they go to the spool instead.
+func (s *Spool) commitGroup() {
+	s.gmu.Lock()
+	group, waiters := s.group, s.waiters
+	s.group, s.waiters = nil, nil
+	s.gmu.Unlock()
+	if len(waiters) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	err := s.write(ctx, group)
+	cancel()
+	if err != nil && errors.Is(err, store.ErrUnavailable) {
+		s.push(group)
+		err = nil
+	}
+	for _, w := range waiters {
+		w <- err
+	}
 }
 
 func (s *Spool) push(vs []violations.Violation) {
