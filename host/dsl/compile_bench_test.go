@@ -1,0 +1,82 @@
+package dsl
+
+import (
+	"context"
+	"fmt"
+	"testing"
+
+	"github.com/betracehq/betrace/api/abiv1"
+	"github.com/betracehq/betrace/host/abi"
+	"github.com/betracehq/betrace/host/internal/testrules"
+	"github.com/betracehq/betrace/host/sandbox"
+	"github.com/betracehq/betrace/host/traces"
+)
+
+// benchTrace is an n-span checkout trace with a payment charge every tenth
+// span, database calls in between and no fraud check, so the rule fires.
+func benchTrace(n int) []traces.Span {
+	res := []traces.Attr{sAttr("service.name", "checkout")}
+	spans := make([]traces.Span, n)
+	for i := range spans {
+		s := &spans[i]
+		s.TraceID = [16]byte{0: 9, 15: 9}
+		s.SpanID = [8]byte{0: 1, 6: byte(i >> 8), 7: byte(i)}
+		s.Service = "checkout"
+		s.StartUnixNano = uint64(1_000_000 + i*1000)
+		s.EndUnixNano = s.StartUnixNano + 500_000
+		s.ResourceAttrs = res
+		switch {
+		case i == 0:
+			s.Name = "checkout"
+		case i%10 == 1:
+			s.Name = "payment.charge"
+			s.Attrs = []traces.Attr{iAttr("payment.amount", 4200)}
+		default:
+			s.Name = "SELECT orders"
+			s.Attrs = []traces.Attr{sAttr("db.system", "postgresql"), {Key: "db.rows", Type: abiv1.ValueInt, Num: 3}}
+		}
+		if i > 0 {
+			s.ParentSpanID = spans[(i-1)/4].SpanID
+		}
+	}
+	return spans
+}
+
+// BenchmarkCompiledVsSDK compares the compiled
+// `when { payment.charge } always { fraud.check }` with the Go SDK rule
+// payment-fraud-check (run `make rules` to build it), both metered.
+func BenchmarkCompiledVsSDK(b *testing.B) {
+	h := testHost(b)
+	_, compiled, mod := compileLoad(b, h, `when { payment.charge } always { fraud.check }`)
+	sdk, err := h.Load(context.Background(), testrules.Module(b, "payment-fraud-check"), sandbox.Limits{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { sdk.Close(context.Background()) })
+	b.Logf("compiled module: %d bytes", len(mod))
+	for _, n := range []int{10, 100, 1000} {
+		spans := benchTrace(n)
+		buf := abi.NewEncoder().Encode(spans, 0)
+		for _, c := range []struct {
+			name string
+			s    *sandbox.Sandbox
+		}{{"compiled", compiled}, {"go-sdk", sdk}} {
+			b.Run(fmt.Sprintf("%s/%dspans", c.name, n), func(b *testing.B) {
+				var dst []abi.Violation
+				var fuel uint64
+				b.ReportAllocs()
+				for b.Loop() {
+					res, err := c.s.Evaluate(context.Background(), buf, uint32(n), dst[:0])
+					if err != nil {
+						b.Fatal(err)
+					}
+					if len(res.Violations) == 0 {
+						b.Fatal("rule did not fire")
+					}
+					dst, fuel = res.Violations, res.FuelUsed
+				}
+				b.ReportMetric(float64(fuel), "fuel/op")
+			})
+		}
+	}
+}
