@@ -27,6 +27,7 @@ func TestE2E(t *testing.T) {
 			{"GracefulShutdown", testGracefulShutdown},
 			{"Export", testExport},
 			{"OpenAPIPathsServed", testOpenAPIPathsServed},
+			{"DSLRules", testDSLRules},
 		} {
 			t.Run(sc.name, func(t *testing.T) {
 				t.Parallel()

@@ -88,6 +88,7 @@ func New(cfg Config, deps Deps, logger *slog.Logger, reg prometheus.Registerer) 
 	}
 	v1("/v1/rules", a.listRules, http.MethodGet)
 	v1("/v1/rules", a.createRule, http.MethodPost)
+	v1("/v1/rules/validate", a.validateRule, http.MethodPost)
 	v1("/v1/rules/{id}", a.getRule, http.MethodGet)
 	v1("/v1/rules/{id}", a.updateRule, http.MethodPut)
 	v1("/v1/rules/{id}", a.deleteRule, http.MethodDelete)

@@ -303,14 +303,23 @@ func (a *api) readSpec(w http.ResponseWriter, r *http.Request, create bool) (reg
 		if err != nil {
 			return spec, err
 		}
+		m.apply(&spec)
 		if m.Expression != nil {
-			return spec, &apiError{status: http.StatusBadRequest, code: codeUnimplemented,
-				message: "rules written as DSL expressions are not supported by this server yet: compile the rule to a WebAssembly module and upload it as application/wasm"}
+			if create && spec.ID == "" && spec.Name != nil {
+				spec.ID = ruleIDFromName(*spec.Name)
+			}
+			if create && spec.Enabled == nil {
+				on := true
+				spec.Enabled = &on
+			}
+			if errs := compileExpression(*m.Expression, &spec); errs != nil {
+				return spec, expressionError(errs)
+			}
+			return spec, nil
 		}
 		if create {
-			return spec, badRequest("a new rule needs a module: send it as application/wasm (metadata in query parameters) or as multipart/form-data with a module part and an optional metadata part")
+			return spec, badRequest("a new rule needs a module or an expression: send the module as application/wasm (metadata in query parameters) or multipart/form-data, or JSON with an \"expression\"")
 		}
-		m.apply(&spec)
 		return spec, nil
 	}
 	return spec, &apiError{status: http.StatusUnsupportedMediaType, code: codeInvalidArgument,

@@ -1,0 +1,65 @@
+package e2e
+
+import (
+	"net/http"
+	"strings"
+	"testing"
+)
+
+// testDSLRules: a rule posted as a DSL expression is compiled by the server,
+// admitted and metered like any module, and catches its violating OTLP
+// trace while ignoring the clean one.
+func testDSLRules(t *testing.T) {
+	s := startServer(t, serverOptions{})
+	const expr = "when { payment.charge } always { fraud.check }"
+
+	// Validation stores nothing.
+	ok := s.mustJSON(t, http.MethodPost, "/v1/rules/validate", map[string]any{"expression": expr}, http.StatusOK)
+	if ok["valid"] != true {
+		t.Fatalf("validate %q: %v", expr, ok)
+	}
+	bad := s.mustJSON(t, http.MethodPost, "/v1/rules/validate", map[string]any{"expression": "when { a && b } always { c }"}, http.StatusOK)
+	errs, _ := bad["errors"].([]any)
+	if bad["valid"] != false || len(errs) == 0 || !strings.Contains(errs[0].(map[string]any)["message"].(string), "and") {
+		t.Fatalf("validate of the && dialect: %v", bad)
+	}
+	if rules := s.get(t, "/v1/rules"); num(rules, "totalCount") != 0 {
+		t.Fatalf("validate stored a rule: %v", rules)
+	}
+
+	// Created from the earlier server's body shape: the id comes from the name.
+	created := s.mustJSON(t, http.MethodPost, "/v1/rules", map[string]any{
+		"name": "Payments fraud-checked", "description": "every charge has a fraud check",
+		"expression": expr, "severity": "critical", "enabled": true, "tags": []string{"payments"},
+	}, http.StatusCreated)
+	if created["id"] != "payments-fraud-checked" || created["expression"] != expr || obj(created, "module")["source"] != "dsl" || created["severity"] != "CRITICAL" {
+		t.Fatalf("created %v", created)
+	}
+	if size := num(obj(created, "module"), "sizeBytes"); size > 64<<10 {
+		t.Fatalf("compiled module is %d bytes", size)
+	}
+
+	td, violating := sample(t, "payment-fraud-check.violating")
+	s.mustExport(t, otlpJSON(t, td), "application/json", "")
+	td, clean := sample(t, "payment-fraud-check.clean")
+	s.mustExport(t, otlpJSON(t, td), "application/json", "")
+	s.waitQuiet(t, 2)
+	vs := s.waitViolations(t, violating, 1)
+	if vs[0]["message"] != "payment.charge without fraud.check" || vs[0]["ruleId"] != "payments-fraud-checked" {
+		t.Fatalf("violation %v", vs[0])
+	}
+	if n := len(s.traceViolations(t, clean)); n != 0 {
+		t.Fatalf("the clean trace got %d violations", n)
+	}
+
+	// A compile error is a 400 that names line and column, and changes nothing.
+	r := s.call(t, http.MethodPost, "/v1/rules", map[string]any{"id": "broken", "expression": "when { payment.charge }"})
+	if r.Status != http.StatusBadRequest || !strings.Contains(string(r.Body), "1:") {
+		t.Fatalf("a rule with no always/never: %d %s", r.Status, r.Body)
+	}
+	// PUT with a new expression installs a new version.
+	updated := s.mustJSON(t, http.MethodPut, "/v1/rules/payments-fraud-checked", map[string]any{"expression": "when { payment.charge } never { payment.refund }"}, http.StatusOK)
+	if num(updated, "version") != 2 || updated["expression"] != "when { payment.charge } never { payment.refund }" {
+		t.Fatalf("after PUT %v", updated)
+	}
+}
