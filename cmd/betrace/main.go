@@ -30,6 +30,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	switch args[0] {
 	case "serve":
 		return serve(ctx, args[1:], stdout, stderr)
+	case "compile":
+		return compile(args[1:], stdout, stderr)
 	case "demo":
 		return demo(ctx, args[1:], stdout, stderr)
 	case "rules", "violations", "status":
@@ -62,6 +64,7 @@ commands:
   rules       manage the rules of a running server
   violations  query the violations a server recorded
   status      readiness, cluster members, rules by state, quarantined rules
+  compile     compile a BeTrace DSL rule into a WebAssembly module (betrace compile --help)
   demo        run the example rules over the sample traces and print the violations
   version     print the version
   help        this text; betrace help <command> describes one command
