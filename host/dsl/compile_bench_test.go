@@ -80,3 +80,46 @@ func BenchmarkCompiledVsSDK(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkCompile is parse plus compile of a typical rule.
+func BenchmarkCompile(b *testing.B) {
+	const src = `when { payment.charge.where(amount > 1000) } always { fraud.check } never { payment.refund }`
+	var size int
+	for b.Loop() {
+		r, err := Parse(src)
+		if err != nil {
+			b.Fatal(err)
+		}
+		m, err := Compile(r, Meta{ID: "pay", Severity: "HIGH"})
+		if err != nil {
+			b.Fatal(err)
+		}
+		size = len(m)
+	}
+	b.ReportMetric(float64(size), "module-bytes")
+}
+
+// BenchmarkAdmitCompiled is what a server does with a compiled rule:
+// metering, compilation by wazero, the admission checks and one instance.
+func BenchmarkAdmitCompiled(b *testing.B) {
+	r, err := Parse(`when { payment.charge } always { fraud.check }`)
+	if err != nil {
+		b.Fatal(err)
+	}
+	module, err := Compile(r, Meta{ID: "pay"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	h, err := sandbox.NewHost("")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer h.Close(context.Background())
+	for b.Loop() {
+		s, err := h.Load(context.Background(), module, sandbox.Limits{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		s.Close(context.Background())
+	}
+}
