@@ -230,6 +230,9 @@ func (a *app) push(ctx context.Context, o pushOptions, set map[string]bool, file
 		q.Set("memory_pages", strconv.FormatUint(uint64(o.memoryPages), 10))
 	}
 
+	if len(files) == 1 && isRulesFile(files[0]) {
+		return a.pushRulesFile(ctx, files[0], o.update)
+	}
 	var prog *progress
 	if len(files) > 1 {
 		prog = &progress{w: a.stderr, tty: a.stderrTTY, total: len(files)}
@@ -274,6 +277,45 @@ func (a *app) push(ctx context.Context, o pushOptions, set map[string]bool, file
 	}
 	if failed > 0 {
 		fmt.Fprintf(a.stderr, "betrace: %d of %d files failed\n", failed, len(files))
+		return &reportedError{code: exitFailed}
+	}
+	return nil
+}
+
+// pushRulesFile creates every rule of a rules file (the earlier project's
+// format), compiled by the server, with a result line per rule; with update
+// an existing rule gets the new condition as its next version.
+func (a *app) pushRulesFile(ctx context.Context, file string, update bool) error {
+	items, err := readRulesFile(file)
+	if err != nil {
+		return usageErrorf("%s: %v", file, err)
+	}
+	prog := &progress{w: a.stderr, tty: a.stderrTTY, total: len(items)}
+	failed := 0
+	for i, it := range items {
+		prog.step(i, it.id)
+		var rule ruleJSON
+		action := "created"
+		_, err := a.c.callJSON(ctx, request{Method: http.MethodPost, Path: "/v1/rules", Body: it.body, ContentType: "application/json"}, &rule)
+		var ae *apiError
+		if update && errors.As(err, &ae) && ae.Status == http.StatusConflict && ruleID(it.id) == nil {
+			action = "updated"
+			_, err = a.c.callJSON(ctx, request{Method: http.MethodPut, Path: rulePath(it.id), Body: it.body, ContentType: "application/json"}, &rule)
+		}
+		prog.clear()
+		if err != nil {
+			if c := exitCode(err); c == exitUnreachable || c == exitUnauthorized || errors.Is(err, errInterrupted) {
+				return fmt.Errorf("%s: %w", it.id, err)
+			}
+			failed++
+			fmt.Fprintf(a.stdout, "failed  %s: %s\n", it.id, err)
+			continue
+		}
+		fmt.Fprintf(a.stdout, "%s %s\n", action, ruleSummary(rule))
+	}
+	prog.finish()
+	if failed > 0 {
+		fmt.Fprintf(a.stderr, "betrace: %d of %d rules in %s failed\n", failed, len(items), file)
 		return &reportedError{code: exitFailed}
 	}
 	return nil

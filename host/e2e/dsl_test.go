@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -61,5 +63,29 @@ func testDSLRules(t *testing.T) {
 	updated := s.mustJSON(t, http.MethodPut, "/v1/rules/payments-fraud-checked", map[string]any{"expression": "when { payment.charge } never { payment.refund }"}, http.StatusOK)
 	if num(updated, "version") != 2 || updated["expression"] != "when { payment.charge } never { payment.refund }" {
 		t.Fatalf("after PUT %v", updated)
+	}
+
+	// The earlier project's rules file moves over in one command: a result
+	// line per rule, and a non-zero exit because one rule does not compile.
+	file := filepath.Join(t.TempDir(), "rules.yaml")
+	yamlText := `rules:
+- id: pii-needs-auth
+  name: PII access needs auth
+  description: |
+    Reads of PII happen under an auth check.
+  severity: high
+  condition: when { pii.read } always { auth.check }
+- id: broken-rule
+  name: Broken
+  severity: low
+  condition: when { a && b } always { c }
+`
+	if err := os.WriteFile(file, []byte(yamlText), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	res := runBetrace(t, nil, "rules", "push", "--server", s.base, file)
+	res.want(t, 1, []string{"created", "pii-needs-auth", "failed", "broken-rule"})
+	if got := s.rule(t, "pii-needs-auth"); got["severity"] != "HIGH" || obj(got, "module")["source"] != "dsl" {
+		t.Fatalf("pushed rule %v", got)
 	}
 }
