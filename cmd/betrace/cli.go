@@ -332,7 +332,7 @@ func clientUsage(w io.Writer) {
 operator commands (clients of a running server's HTTP API):
   rules list      [--enabled-only] [--severity S] [--state active|disabled|quarantined]
   rules get       ID
-  rules push      FILE.wasm... [--id ID] [--name N] [--severity S] [--description D]
+  rules push      FILE.wasm... | RULES.yaml [--id ID] [--name N] [--severity S] [--description D]
                   [--tags a,b] [--disabled] [--fuel N] [--memory-pages N] [--update]
                   upload modules; with several files each id comes from the module
                   itself; --update installs a new version of a rule that exists
