@@ -18,7 +18,8 @@ import (
 // Spool keeps violations in memory while the shared store is unreachable
 // and writes them, oldest first, when it answers again. It is bounded: past
 // MaxViolations the oldest spooled violations are dropped and counted, so an
-// outage costs at most that much memory. Evaluation never waits on it.
+// outage costs at most that much memory (a batch dropped while a replay was
+// already writing it may still be stored). Evaluation never waits on it.
 type Spool struct {
 	write   func(context.Context, []violations.Violation) error
 	max     int
