@@ -12,15 +12,15 @@ import (
 // Error codes in bodies follow the gRPC numbering the earlier server used,
 // so existing clients keep branching on them.
 const (
-	codeInvalidArgument  = 3
-	codeNotFound         = 5
-	codeAlreadyExists    = 6
-	codeResourceExhaust  = 8
-	codeUnimplemented    = 12
-	codeInternal         = 13
-	codeUnavailable      = 14
-	codeUnauthenticated  = 16
-	codeFailedPrecondite = 9
+	codeInvalidArgument    = 3
+	codeNotFound           = 5
+	codeAlreadyExists      = 6
+	codeResourceExhausted  = 8
+	codeUnimplemented      = 12
+	codeInternal           = 13
+	codeUnavailable        = 14
+	codeUnauthenticated    = 16
+	codeFailedPrecondition = 9
 )
 
 // apiError is an error with its HTTP status and the text safe to show.
@@ -50,7 +50,7 @@ var errorTable = []struct {
 	{registry.ErrInvalid, http.StatusBadRequest, codeInvalidArgument},
 	{registry.ErrRefused, http.StatusBadRequest, codeInvalidArgument},
 	{store.ErrUnavailable, http.StatusServiceUnavailable, codeUnavailable},
-	{store.ErrConflict, http.StatusConflict, codeFailedPrecondite},
+	{store.ErrConflict, http.StatusConflict, codeFailedPrecondition},
 	{store.ErrBadCursor, http.StatusBadRequest, codeInvalidArgument},
 }
 

@@ -330,7 +330,7 @@ func readBody(body io.Reader) ([]byte, error) {
 	b, err := io.ReadAll(body)
 	var tooBig *http.MaxBytesError
 	if errors.As(err, &tooBig) {
-		return nil, &apiError{status: http.StatusRequestEntityTooLarge, code: codeResourceExhaust,
+		return nil, &apiError{status: http.StatusRequestEntityTooLarge, code: codeResourceExhausted,
 			message: fmt.Sprintf("request body is larger than the %d-byte limit", tooBig.Limit)}
 	}
 	if err != nil {
