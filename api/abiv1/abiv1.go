@@ -39,6 +39,51 @@ const (
 // HostModule is the import module name of BeTrace's own host functions.
 const HostModule = "betrace"
 
+// Host functions a rule may import from HostModule. A value argument is a
+// (type i32, value i64) pair in the attribute value encoding: ValueString,
+// ValueBytes, ValueArray and ValueMap take Pack(address, length) of the text
+// in the guest's memory; ValueBool, ValueInt and ValueDouble take the value
+// itself and are read as text as api/abi-v1.md §2 describes.
+const (
+	// HostRegexMatch is `(pattern_ptr i32, pattern_len i32, type i32,
+	// value i64) -> i32`: 1 when the RE2 pattern matches somewhere in the
+	// value's text (unanchored), else 0.
+	HostRegexMatch = "regex_match"
+	// HostTextContains is `(needle_ptr i32, needle_len i32, type i32,
+	// value i64) -> i32`: 1 when the needle's bytes occur in the value's
+	// text, else 0.
+	HostTextContains = "text_contains"
+	// HostParseNumber is `(ptr i32, len i32) -> (i32, i64)`: the decimal
+	// number the text denotes, as (NumberInt, i64) or (NumberDouble, f64
+	// bits), or (NumberNone, 0).
+	HostParseNumber = "parse_number"
+)
+
+// What HostParseNumber found.
+const (
+	NumberNone   = 0
+	NumberInt    = 1
+	NumberDouble = 2
+)
+
+// Limits and fuel of the host functions. A call that breaks a limit traps
+// with an error naming it. Fuel is charged before the work is done; a call
+// the remaining budget cannot pay for ends the evaluation as out of fuel.
+const (
+	MaxRegexBytes   = 1024  // one pattern
+	MaxRegexProgram = 10000 // instructions of one compiled pattern
+	MaxRegexes      = 64    // distinct patterns one rule module uses
+
+	// FuelHostCall is charged for every host function call.
+	FuelHostCall = 100
+	// FuelRegexStep is charged per text byte (plus one) per instruction of
+	// the compiled pattern: RE2's worst case is proportional to both.
+	FuelRegexStep = 16
+	// FuelPerByte is charged per byte of the text and needle of
+	// HostTextContains and of the text of HostParseNumber.
+	FuelPerByte = 2
+)
+
 // CustomSectionSource is the custom section in which a compiled DSL rule
 // carries its source text.
 const CustomSectionSource = "betrace.source"

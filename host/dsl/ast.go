@@ -1,10 +1,6 @@
-// Package dsl is the front end of the BeTrace rule language: a parser that
-// produces a typed, positioned AST, a canonical printer, and a reference
-// interpreter that later serves as the oracle for the WebAssembly compiler.
-// The language is described in api/dsl.md.
 package dsl
 
-import "regexp"
+import "github.com/betracehq/betrace/host/abi"
 
 // Pos is a 1-based line and column (columns count runes).
 type Pos struct {
@@ -77,7 +73,7 @@ type Compare struct {
 	Attr  Attr
 	Op    Op
 	Value Value
-	Re    *regexp.Regexp // compiled once at parse time; safe for concurrent use
+	Re    *abi.Regex // compiled once at parse time; safe for concurrent use
 }
 
 // Truthy is a bare attribute inside a where predicate: it holds when the

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"strconv"
 
 	"github.com/betracehq/betrace/api/abiv1"
@@ -16,16 +17,18 @@ type Meta struct {
 	ID, Name, Severity, Description string
 }
 
-// ErrNotSupported reports a construct the compiler does not translate yet.
-// The interpreter (Evaluate) still handles it.
-var ErrNotSupported = errors.New("not supported by the compiler yet")
+// ErrNotSupported reports a syntax tree the compiler cannot translate. Every
+// rule Parse accepts compiles; only a tree built by hand (an unknown span
+// intrinsic, a list without `in`) can fail this way.
+var ErrNotSupported = errors.New("not supported by the compiler")
 
 func unsupported(format string, args ...any) error {
 	return fmt.Errorf("dsl: %w: %s", ErrNotSupported, fmt.Sprintf(format, args...))
 }
 
-// Function indexes of the generated module. Pattern k has its matcher at
-// fnPatterns+2k and its counter at fnPatterns+2k+1.
+// Defined functions of the generated module, numbered after its imports (see
+// compiler.fn). parse_num is present only when a comparison needs it; then
+// come the patterns, pattern k with its matcher first and its counter next.
 const (
 	fnABIVersion = iota
 	fnInput
@@ -34,7 +37,6 @@ const (
 	fnStrEq
 	fnFindAttr
 	fnParseNum
-	fnPatterns
 )
 
 // Globals of the generated module.
@@ -62,12 +64,37 @@ type compiler struct {
 	strSrc func(b *code)
 	// enumTables holds the kind and status name tables.
 	enumTables map[string]uint32
+	// imports are the betrace host functions the rule calls, in import
+	// order; hasParse says whether parse_num is defined. Both are decided
+	// before any code is emitted, because they number the functions.
+	imports  []string
+	hasParse bool
 }
 
-// Compile translates r into a standalone ABI v1 rule module: no imports, one
-// exported memory, the rule's source in the betrace.source custom section.
-// Its verdict on any trace equals Evaluate's; constructs outside the
-// compiled subset are refused with an error wrapping ErrNotSupported.
+// fn returns the index of defined function f.
+func (c *compiler) fn(f uint32) uint32 { return uint32(len(c.imports)) + f }
+
+// host returns the index of an imported host function.
+func (c *compiler) host(name string) uint32 {
+	for i, n := range c.imports {
+		if n == name {
+			return uint32(i)
+		}
+	}
+	panic("dsl: host function " + name + " was not imported")
+}
+
+// use records that the rule calls host function name.
+func (c *compiler) use(name string) {
+	if !slices.Contains(c.imports, name) {
+		c.imports = append(c.imports, name)
+	}
+}
+
+// Compile translates r into a standalone ABI v1 rule module: one exported
+// memory, no runtime, the rule's source in the betrace.source custom section.
+// Its verdict on any trace equals Evaluate's. The module imports the betrace
+// host functions it uses (api/abi-v1.md §2) and nothing else.
 func Compile(r *Rule, meta Meta) ([]byte, error) {
 	if r == nil || r.When == nil || (r.Always == nil && r.Never == nil) {
 		return nil, errors.New("dsl: rule needs a when clause and an always or never clause")
@@ -79,6 +106,9 @@ func Compile(r *Rule, meta Meta) ([]byte, error) {
 				return nil, err
 			}
 		}
+	}
+	if c.hasParse {
+		c.use(abiv1.HostParseNumber)
 	}
 	switch meta.Severity {
 	case "", "CRITICAL", "HIGH", "MEDIUM", "LOW", "INFO":
@@ -153,10 +183,14 @@ func Compile(r *Rule, meta Meta) ([]byte, error) {
 		recs[i] = abiv1.Pack(p, uint32(len(c.data))-p)
 	}
 
-	parseNum := c.parseNumFunc()
+	var parseNum *wFunc
+	if c.hasParse {
+		parseNum = c.parseNumFunc()
+	}
 	c.align(16)
 	base := uint32(len(c.data))
 	m := &wModule{
+		imports:  c.imports,
 		globals:  []byte{wI32, wI32, wI32, wI32, wI64, wF64},
 		memPages: base/65536 + 1,
 		custom:   [][2]string{{abiv1.CustomSectionSource, r.String()}},
@@ -183,7 +217,10 @@ func Compile(r *Rule, meta Meta) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	m.funcs = []*wFunc{version, input, eval, describe, strEqFunc(), findAttrFunc(), parseNum}
+	m.funcs = []*wFunc{version, input, eval, describe, strEqFunc(), c.findAttrFunc()}
+	if parseNum != nil {
+		m.funcs = append(m.funcs, parseNum)
+	}
 	m.funcs = append(m.funcs, patFuncs...)
 	m.data = c.data
 	return m.bytes(), nil
@@ -245,10 +282,64 @@ func (c *compiler) addPattern(p *Pattern) {
 		c.patIdx[p] = len(c.pats)
 		c.pats = append(c.pats, p)
 		c.lit(p.Name)
+		for _, f := range p.Filters {
+			c.scan(f)
+		}
 	}
 }
 
-func (c *compiler) matchFn(p *Pattern) uint32      { return uint32(fnPatterns + 2*c.patIdx[p]) }
+// scan notes what the predicates of a pattern need from the host and
+// whether they parse numbers; emission asserts it guessed right.
+func (c *compiler) scan(e Expr) {
+	switch n := e.(type) {
+	case *And:
+		for _, t := range n.Terms {
+			c.scan(t)
+		}
+	case *Or:
+		for _, t := range n.Terms {
+			c.scan(t)
+		}
+	case *Not:
+		c.scan(n.X)
+	case *Compare:
+		switch {
+		case n.Op == OpMatches:
+			c.use(abiv1.HostRegexMatch)
+		case n.Op == OpContains:
+			c.use(abiv1.HostTextContains)
+		default:
+			c.hasParse = c.hasParse || parses(n)
+		}
+	}
+}
+
+// parses reports whether compare emits parsedCmp for n: equality with a
+// number literal, or ordering against a number, on anything but
+// span.duration.
+func parses(n *Compare) bool {
+	if n.Attr.Kind == AttrIntrinsic && n.Attr.Key == IntrinsicDuration {
+		return false
+	}
+	switch n.Op {
+	case OpEq, OpNe:
+		return n.Value.Kind == ValNumber
+	case OpIn:
+		return slices.ContainsFunc(n.Value.List, func(v Value) bool { return v.Kind == ValNumber })
+	case OpLt, OpLe, OpGt, OpGe:
+		_, ok := literalNumber(n.Value)
+		return ok && n.Value.Kind != ValDuration
+	}
+	return false
+}
+
+func (c *compiler) matchFn(p *Pattern) uint32 {
+	f := uint32(fnParseNum + 2*c.patIdx[p])
+	if c.hasParse {
+		f++
+	}
+	return c.fn(f)
+}
 func (c *compiler) countFn(p *Pattern) uint32      { return c.matchFn(p) + 1 }
 func (c *compiler) litLen(s string) (int64, int64) { return int64(c.lit(s)), int64(len(s)) }
 
@@ -411,7 +502,7 @@ func strEqFunc() *wFunc {
 // address of the span's (or its resource's) attribute record with that key,
 // or 0 when there is none or its value is empty or of an unknown type.
 // Locals: 4 first record index, 5 count, 6 i, 7 record address.
-func findAttrFunc() *wFunc {
+func (c *compiler) findAttrFunc() *wFunc {
 	f := &wFunc{params: []byte{wI32, wI32, wI32, wI32}, results: []byte{wI32}, locals: []byte{wI32, wI32, wI32, wI32}}
 	b := &f.body
 	b.get(3).op(opIf, blockVoid).
@@ -423,7 +514,7 @@ func findAttrFunc() *wFunc {
 	b.get(6).get(5).op(opI32GeU, opIf, blockVoid).i32(0).op(opReturn, opEnd)
 	b.get(4).get(6).op(opI32Add).i32(abiv1.AttrSize).op(opI32Mul).gget(gAttrTable).op(opI32Add).set(7)
 	b.gget(gStrTable).get(7).mem(opI32Load, abiv1.AttrKey).op(opI32Add).get(7).mem(opI32Load, abiv1.AttrKey+4).
-		get(1).get(2).call(fnStrEq)
+		get(1).get(2).call(c.fn(fnStrEq))
 	b.op(opIf, blockVoid)
 	// type in 1..7, else missing
 	b.get(7).i32(0).get(7).mem(opI32Load8U, abiv1.AttrType).i32(1).op(opI32Sub).i32(7).op(opI32LtU, opSelect, opReturn)
@@ -436,11 +527,11 @@ func findAttrFunc() *wFunc {
 // matchFunc builds match_k(span i32) -> i32. Locals: 1 attribute record,
 // 2 its value type.
 func (c *compiler) matchFunc(p *Pattern) (*wFunc, error) {
-	f := &wFunc{params: []byte{wI32}, results: []byte{wI32}, locals: []byte{wI32, wI32, wI64, wI32}}
+	f := &wFunc{params: []byte{wI32}, results: []byte{wI32}, locals: []byte{wI32, wI32, wI64, wI32, wI32}}
 	b := &f.body
 	name, n := c.litLen(p.Name)
 	b.gget(gStrTable).get(0).mem(opI32Load, abiv1.SpanName).op(opI32Add).get(0).mem(opI32Load, abiv1.SpanName+4).
-		i32(name).i32(n).call(fnStrEq).op(opI32Eqz, opIf, blockVoid).i32(0).op(opReturn, opEnd)
+		i32(name).i32(n).call(c.fn(fnStrEq)).op(opI32Eqz, opIf, blockVoid).i32(0).op(opReturn, opEnd)
 	for _, flt := range p.Filters {
 		if err := c.pred(b, flt); err != nil {
 			return nil, err
@@ -457,6 +548,7 @@ const (
 	lType = 2 // value type; typeText for intrinsic text
 	lDur  = 3 // span.duration in nanoseconds
 	lKind = 4 // what parse_num returned
+	lTmp  = 5 // scratch
 )
 
 // typeText marks an intrinsic text value in lType.
@@ -532,7 +624,7 @@ func (c *compiler) lookup(b *code, a Attr) error {
 		b.gget(gStrTable).get(lAttr).mem(opI32Load, abiv1.AttrValue).op(opI32Add).get(lAttr).mem(opI32Load, abiv1.AttrValue+4)
 	}
 	key, n := c.litLen(a.Key)
-	b.get(lSpan).i32(key).i32(n).i32(res).call(fnFindAttr).tee(lAttr).op(opI32Eqz, opIf, wI32).i32(0).op(opElse)
+	b.get(lSpan).i32(key).i32(n).i32(res).call(c.fn(fnFindAttr)).tee(lAttr).op(opI32Eqz, opIf, wI32).i32(0).op(opElse)
 	b.get(lAttr).mem(opI32Load8U, abiv1.AttrType).set(lType)
 	return nil
 }
@@ -570,7 +662,7 @@ func (c *compiler) typeSwitch(b *code, onInt, onFloat, onBool, onStr func()) {
 func (c *compiler) strEqLit(b *code, s string) {
 	p, n := c.litLen(s)
 	c.strSrc(b)
-	b.i32(p).i32(n).call(fnStrEq)
+	b.i32(p).i32(n).call(c.fn(fnStrEq))
 }
 
 // lookupIntrinsic is lookup for span.<key>.
@@ -664,7 +756,10 @@ func numCmp(b *code, op Op, isInt bool, lit number) {
 // parsedCmp parses the string attribute at run time and compares it.
 func (c *compiler) parsedCmp(b *code, op Op, lit number) {
 	c.strSrc(b)
-	b.call(fnParseNum).tee(lKind)
+	if !c.hasParse {
+		panic("dsl: parse_num used but not defined; parses() is out of step with compare")
+	}
+	b.call(c.fn(fnParseNum)).tee(lKind)
 	b.i32(1).op(opI32Eq, opIf, wI32).gget(gNumInt)
 	numCmp(b, op, true, lit)
 	b.op(opElse).get(lKind).i32(2).op(opI32Eq, opIf, wI32).gget(gNumFloat)
@@ -673,16 +768,25 @@ func (c *compiler) parsedCmp(b *code, op Op, lit number) {
 }
 
 func (c *compiler) compare(b *code, n *Compare) error {
-	switch n.Op {
-	case OpEq, OpNe, OpLt, OpLe, OpGt, OpGe, OpIn:
-	default:
-		return unsupported("the %s operator", n.Op)
-	}
 	if (n.Value.Kind == ValList) != (n.Op == OpIn) {
 		return unsupported("%s with this value", n.Op)
 	}
 	if err := c.lookup(b, n.Attr); err != nil {
 		return err
+	}
+	if n.Op == OpMatches || n.Op == OpContains {
+		if n.Value.Kind != ValString {
+			return unsupported("%s with this value", n.Op)
+		}
+		fn := abiv1.HostRegexMatch
+		if n.Op == OpContains {
+			fn = abiv1.HostTextContains
+		}
+		p, l := c.litLen(n.Value.Str)
+		b.i32(p).i32(l)
+		c.valueArg(b, n.Attr)
+		b.call(c.host(fn)).op(opEnd)
+		return nil
 	}
 	loadInt := func() { b.get(lAttr).mem(opI64Load, abiv1.AttrValue) }
 	loadFloat := func() { b.get(lAttr).mem(opF64Load, abiv1.AttrValue) }
@@ -733,6 +837,28 @@ func (c *compiler) compare(b *code, n *Compare) error {
 	}
 	b.op(opEnd)
 	return nil
+}
+
+// valueArg pushes the looked-up value as the (type i32, value i64) argument
+// of a host function: text as Pack(address, length), a bool, int or double
+// as its eight bytes.
+func (c *compiler) valueArg(b *code, a Attr) {
+	pack := func() {
+		c.strSrc(b)
+		b.set(lTmp).op(opI64ExtendU).i64(32).op(opI64Shl).get(lTmp).op(opI64ExtendU, opI64Or)
+	}
+	switch {
+	case a.Kind == AttrIntrinsic: // span.name or span.service; the parser refuses the others
+		b.i32(int64(abiv1.ValueString))
+		pack()
+	default:
+		// bool, int and double (types 2 to 4) pass their bits
+		b.get(lType).get(lType).i32(int64(abiv1.ValueBool)).op(opI32Sub).i32(3).op(opI32LtU, opIf, wI64)
+		b.get(lAttr).mem(opI64Load, abiv1.AttrValue)
+		b.op(opElse)
+		pack()
+		b.op(opEnd)
+	}
 }
 
 // equal emits the `==` of the typing table (see equal in eval.go).
@@ -791,30 +917,37 @@ func (c *compiler) equal(b *code, l Value, loadInt, loadFloat func()) {
 
 // parseNumFunc builds parse_num(ptr, len i32) -> i32, the run-time
 // parseNumber of a string attribute: 0 not a number, 1 an int64 (in
-// gNumInt), 2 a double (in gNumFloat). It decides exactly where a
-// correctly rounded result is cheap (at most 2^53 in the significand and a
-// decimal exponent within ±22) and traps (unreachable) on the rare strings
-// it cannot decide: longer or more extreme decimals, and text that begins
-// or ends with a non-ASCII byte that may start a Unicode space.
+// gNumInt), 2 a double (in gNumFloat). It decides in wasm where a correctly
+// rounded result is cheap (at most 2^53 in the significand and a decimal
+// exponent within ±22) and asks the host's parse_number about the rare
+// rest: longer or more extreme decimals, and text that begins or ends with
+// a non-ASCII byte that may start a Unicode space.
 func (c *compiler) parseNumFunc() *wFunc {
 	const (
-		p, end, ch, neg, m, nd, e, digits, dot, trunc, ex, exneg, expd, fl = 0, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14
+		p, end, ch, neg, m, nd, e, digits, dot, trunc, ex, exneg, expd, fl, start, bits = 0, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16
 	)
 	f := &wFunc{params: []byte{wI32, wI32}, results: []byte{wI32},
-		locals: []byte{wI32, wI32, wI32, wI64, wI32, wI32, wI32, wI32, wI32, wI32, wI32, wI32, wF64}}
+		locals: []byte{wI32, wI32, wI32, wI64, wI32, wI32, wI32, wI32, wI32, wI32, wI32, wI32, wF64, wI32, wI64}}
 	b := &f.body
+	// askHost returns the host's parse_number of the whole text: the
+	// answer for what this function does not decide itself.
+	askHost := func() {
+		b.get(start).get(1).call(c.host(abiv1.HostParseNumber)).tee(bits).gset(gNumInt).
+			get(bits).op(opF64ReinterpretI64).gset(gNumFloat).op(opReturn)
+	}
 	isSpace := func() { // ch on the stack consumed? no: uses local ch
 		b.get(ch).i32(' ').op(opI32Eq).get(ch).i32(9).op(opI32Sub).i32(5).op(opI32LtU, opI32Or)
 	}
 	ret := func(v int64) { b.i32(v).op(opReturn) }
-	uniLead := func() { // ch may start a Unicode space: trap
-		b.get(ch).i32(0xC2).op(opI32Eq).get(ch).i32(0xE1).op(opI32Sub).i32(3).op(opI32LtU, opI32Or).
-			op(opIf, blockVoid, opUnreachable, opEnd)
+	uniLead := func() { // ch may start a Unicode space
+		b.get(ch).i32(0xC2).op(opI32Eq).get(ch).i32(0xE1).op(opI32Sub).i32(3).op(opI32LtU, opI32Or).op(opIf, blockVoid)
+		askHost()
+		b.op(opEnd)
 	}
 	atEnd := func() { b.get(p).get(end).op(opI32GeU) }
 	loadCh := func() { b.get(p).mem(opI32Load8U, 0).set(ch) }
 
-	b.get(0).get(1).op(opI32Add).set(end)
+	b.get(0).tee(start).get(1).op(opI32Add).set(end)
 	// trim ASCII white space at both ends
 	b.op(opBlock, blockVoid, opLoop, blockVoid)
 	atEnd()
@@ -910,7 +1043,9 @@ func (c *compiler) parseNumFunc() *wFunc {
 	b.get(m).i64(10).op(opI64DivU).set(m).get(e).i32(1).op(opI32Add).set(e).br(0)
 	b.op(opEnd, opEnd)
 	b.get(trunc).get(m).i64(1<<53).op(opI64GtU, opI32Or).get(e).i32(22).op(opI32GtS, opI32Or).
-		get(e).i32(-22).op(opI32LtS, opI32Or, opIf, blockVoid, opUnreachable, opEnd)
+		get(e).i32(-22).op(opI32LtS, opI32Or, opIf, blockVoid)
+	askHost()
+	b.op(opEnd)
 	b.get(m).op(opF64FromI64U).set(fl)
 	b.get(e).i32(0).op(opI32GeS, opIf, wF64)
 	b.get(fl).i32(int64(c.pow10Ptr)).get(e).i32(8).op(opI32Mul, opI32Add).mem(opF64Load, 0).op(opF64Mul)

@@ -3,7 +3,11 @@ package dsl
 // A minimal WebAssembly binary emitter for the compiler: value types, the
 // opcodes the generated code uses, LEB128 and section framing.
 
-import "math"
+import (
+	"math"
+
+	"github.com/betracehq/betrace/api/abiv1"
+)
 
 const (
 	wI32 byte = 0x7f
@@ -91,6 +95,8 @@ const (
 	opI32WrapI64  = 0xa7
 	opI64Store    = 0x37
 	opF64Store    = 0x39
+
+	opF64ReinterpretI64 = 0xbf
 )
 
 func uleb(v uint64) []byte {
@@ -194,9 +200,19 @@ func funcType(params, results []byte) []byte {
 	return append(b, results...)
 }
 
-// wModule is a module with no imports, one exported memory, mutable globals,
-// one active data segment and custom sections.
+// hostSigs are the (params, results) of the betrace host functions
+// (api/abi-v1.md §2).
+var hostSigs = map[string][2][]byte{
+	abiv1.HostRegexMatch:   {{wI32, wI32, wI32, wI64}, {wI32}},
+	abiv1.HostTextContains: {{wI32, wI32, wI32, wI64}, {wI32}},
+	abiv1.HostParseNumber:  {{wI32, wI32}, {wI32, wI64}},
+}
+
+// wModule is a module importing only betrace host functions, with one
+// exported memory, mutable globals, one active data segment and custom
+// sections.
 type wModule struct {
+	imports  []string // betrace host functions, function indexes 0..n-1
 	funcs    []*wFunc
 	globals  []byte // value types of mutable globals, zero-initialised
 	memPages uint32
@@ -206,17 +222,25 @@ type wModule struct {
 
 func (m *wModule) bytes() []byte {
 	out := []byte("\x00asm\x01\x00\x00\x00")
-	var types, funcs, exports, codes, globals [][]byte
+	var types, imports, funcs, exports, codes, globals [][]byte
 	typeIdx := map[string]int{}
-	for i, f := range m.funcs {
-		ft := funcType(f.params, f.results)
+	typeOf := func(params, results []byte) []byte {
+		ft := funcType(params, results)
 		ti, ok := typeIdx[string(ft)]
 		if !ok {
 			ti = len(types)
 			typeIdx[string(ft)] = ti
 			types = append(types, ft)
 		}
-		funcs = append(funcs, uleb(uint64(ti)))
+		return uleb(uint64(ti))
+	}
+	for _, name := range m.imports {
+		sig := hostSigs[name]
+		im := append(wName(abiv1.HostModule), wName(name)...)
+		imports = append(imports, append(append(im, 0x00), typeOf(sig[0], sig[1])...))
+	}
+	for i, f := range m.funcs {
+		funcs = append(funcs, typeOf(f.params, f.results))
 		var locals [][]byte
 		for _, t := range f.locals {
 			locals = append(locals, []byte{1, t})
@@ -225,7 +249,7 @@ func (m *wModule) bytes() []byte {
 		body = append(body, opEnd)
 		codes = append(codes, append(uleb(uint64(len(body))), body...))
 		if f.export != "" {
-			exports = append(exports, append(wName(f.export), append([]byte{0x00}, uleb(uint64(i))...)...))
+			exports = append(exports, append(wName(f.export), append([]byte{0x00}, uleb(uint64(len(m.imports)+i))...)...))
 		}
 	}
 	for _, t := range m.globals {
@@ -242,6 +266,9 @@ func (m *wModule) bytes() []byte {
 	}
 	exports = append(exports, append(wName("memory"), 0x02, 0x00))
 	out = append(out, wSection(1, wVec(types))...)
+	if len(imports) > 0 {
+		out = append(out, wSection(2, wVec(imports))...)
+	}
 	out = append(out, wSection(3, wVec(funcs))...)
 	out = append(out, wSection(5, wVec([][]byte{append([]byte{0x00}, uleb(uint64(m.memPages))...)}))...)
 	if len(globals) > 0 {

@@ -6,8 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 	"testing"
+
+	"github.com/tetratelabs/wazero"
 
 	"github.com/betracehq/betrace/api/abiv1"
 	"github.com/betracehq/betrace/host/abi"
@@ -183,6 +186,20 @@ var compileRules = []string{
 	`when { payment.charge.where(span.service != checkout) } always { fraud.check }`,
 	`when { payment.charge.where(span.service > 10) } always { fraud.check }`,
 	`when { payment.charge.where(span.service == 1000) } always { fraud.check }`,
+	`when { payment.charge.where(currency matches "^U") } always { fraud.check }`,
+	`when { payment.charge.where(currency matches "(?i)^usd$") } always { fraud.check }`,
+	`when { payment.charge.where(amount matches "^1") } always { fraud.check }`,
+	`when { payment.charge.where(amount matches "\\.|NaN") } always { fraud.check }`,
+	`when { payment.charge.where(vip matches "^t") } always { fraud.check }`,
+	`when { payment.charge.where(not (currency matches "S")) } always { fraud.check }`,
+	`when { payment.charge.where(currency contains "S") } always { fraud.check }`,
+	`when { payment.charge.where(amount contains "00" or vip contains "ru") } always { fraud.check }`,
+	`when { payment.charge.where(resource.deployment.environment contains "pro") } never { fraud.check }`,
+	`when { db.query.where(resource.host.cpus matches "^8$") } never { db.query.where(db.rows contains "5") }`,
+	`when { db.query.where(db.rows contains "+" or db.rows matches "^1e") } always { audit }`,
+	`when { payment.charge.where(span.name matches "^pay") } always { fraud.check }`,
+	`when { payment.charge.where(span.service contains "0" and span.service matches "^[0-9]+$") } never { fraud.check.where(span.name contains "fraud") }`,
+	`when { payment.charge.where(amount > 100 and currency matches "^US") } always { fraud.check.where(result contains "o") }`,
 }
 
 func TestCompileMatchesInterpreter(t *testing.T) {
@@ -215,20 +232,7 @@ func TestCompilePaymentFraudCheck(t *testing.T) {
 	checkSame(t, r, s, clean)
 }
 
-func TestCompileRefusesUnsupported(t *testing.T) {
-	for _, src := range []string{
-		`when { payment.charge.where(currency matches "^U") } always { fraud.check }`,
-		`when { payment.charge.where(currency contains "S") } always { fraud.check }`,
-	} {
-		r, err := Parse(src)
-		if err != nil {
-			t.Fatalf("parse %q: %v", src, err)
-		}
-		_, err = Compile(r, Meta{})
-		if err == nil || !errors.Is(err, ErrNotSupported) || !strings.Contains(err.Error(), "not supported by the compiler yet: ") {
-			t.Errorf("%s: got %v, want a not-supported error", src, err)
-		}
-	}
+func TestCompileRefuses(t *testing.T) {
 	bogus := &Rule{When: &Exists{Pattern: &Pattern{Name: "a", Filters: []Expr{&Truthy{Attr: Attr{Kind: AttrIntrinsic, Key: "bogus"}}}}},
 		Always: &Exists{Pattern: &Pattern{Name: "b"}}}
 	if _, err := Compile(bogus, Meta{}); !errors.Is(err, ErrNotSupported) || !strings.Contains(err.Error(), "span.bogus") {
@@ -290,5 +294,43 @@ func intrinsicTrace() []traces.Span {
 		mk(2, 1e6, abiv1.KindConsumer, abiv1.StatusError, ""),
 		back,
 		{Name: "fraud.check", Service: "fraud", StartUnixNano: 1, EndUnixNano: math.MaxUint64},
+	}
+}
+
+func TestCompileImportsOnlyWhatItUses(t *testing.T) {
+	rt := wazero.NewRuntime(context.Background())
+	defer rt.Close(context.Background())
+	for src, want := range map[string][]string{
+		`when { payment.charge } always { fraud.check }`:                                         nil,
+		`when { payment.charge.where(currency == "USD") } always { fraud.check }`:                nil,
+		`when { payment.charge.where(span.duration > 2ms) } always { fraud.check }`:              nil,
+		`when { payment.charge.where(amount > 1000) } always { fraud.check }`:                    {abiv1.HostParseNumber},
+		`when { payment.charge.where(currency matches "^U") } always { fraud.check }`:            {abiv1.HostRegexMatch},
+		`when { a.where(x contains "1" and y matches "2" and z in [3]) } always { fraud.check }`: {abiv1.HostTextContains, abiv1.HostRegexMatch, abiv1.HostParseNumber},
+	} {
+		r, err := Parse(src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		mod, err := Compile(r, Meta{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cm, err := rt.CompileModule(context.Background(), mod)
+		if err != nil {
+			t.Fatalf("%s: %v", src, err)
+		}
+		var got []string
+		for _, f := range cm.ImportedFunctions() {
+			m, name, _ := f.Import()
+			got = append(got, m+"."+name)
+		}
+		var wantQ []string
+		for _, w := range want {
+			wantQ = append(wantQ, abiv1.HostModule+"."+w)
+		}
+		if !slices.Equal(got, wantQ) {
+			t.Errorf("%s imports %v, want %v", src, got, wantQ)
+		}
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/betracehq/betrace/api/abiv1"
+	"github.com/betracehq/betrace/host/abi"
 	"github.com/betracehq/betrace/host/traces"
 )
 
@@ -295,19 +296,13 @@ func (v val) number() (number, bool) {
 }
 
 func parseNumber(s string) (number, bool) {
-	s = strings.TrimSpace(s)
-	if i, err := strconv.ParseInt(s, 10, 64); err == nil {
-		return number{true, i, float64(i)}, true
+	switch kind, i, f := abi.ParseNumber(s); kind {
+	case abiv1.NumberInt:
+		return number{true, i, f}, true
+	case abiv1.NumberDouble:
+		return number{false, 0, f}, true
 	}
-	// only decimal notation: no hex, no inf/nan words, no underscores
-	if s == "" || strings.ContainsAny(s, "xXpP_nNiI") {
-		return number{}, false
-	}
-	f, err := strconv.ParseFloat(s, 64)
-	if err != nil || math.IsInf(f, 0) {
-		return number{}, false
-	}
-	return number{false, 0, f}, true
+	return number{}, false
 }
 
 func literalNumber(l Value) (number, bool) {

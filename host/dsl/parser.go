@@ -1,8 +1,9 @@
 package dsl
 
 import (
-	"regexp"
 	"strings"
+
+	"github.com/betracehq/betrace/host/abi"
 )
 
 // Parse parses one rule. The error, if any, is an *Error.
@@ -475,9 +476,9 @@ func (p *parser) comparison(a Attr, at Pos) (*Compare, *Error) {
 		p.next()
 		c.Value = s.val
 		if c.Op == OpMatches {
-			re, rerr := regexp.Compile(s.val.Str)
+			re, rerr := abi.CompileRegex(s.val.Str)
 			if rerr != nil {
-				return nil, errAt(s.pos, "the syntax is RE2 (no backreferences or lookaround)", "invalid regular expression: %v", rerr)
+				return nil, errAt(s.pos, "the syntax is RE2 (no backreferences or lookaround)", "invalid %v", rerr)
 			}
 			c.Re = re
 		}

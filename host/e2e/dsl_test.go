@@ -41,14 +41,29 @@ func testDSLRules(t *testing.T) {
 		t.Fatalf("compiled module is %d bytes", size)
 	}
 
+	// Rules using the betrace host functions: one that fires on the
+	// violating trace (EUR charges of 12,999 cents) and one that does not
+	// (the provider is stripe).
+	const euExpr = `when { payment.charge.where(payment.currency matches "^(EUR|GBP)$" and payment.amount_cents > 10000) } always { fraud.check }`
+	s.mustJSON(t, http.MethodPost, "/v1/rules", map[string]any{"id": "eu-charges-checked", "expression": euExpr, "severity": "HIGH"}, http.StatusCreated)
+	s.mustJSON(t, http.MethodPost, "/v1/rules", map[string]any{"id": "adyen-charges-checked",
+		"expression": `when { payment.charge.where(payment.provider contains "adyen") } always { fraud.check }`}, http.StatusCreated)
+
 	td, violating := sample(t, "payment-fraud-check.violating")
 	s.mustExport(t, otlpJSON(t, td), "application/json", "")
 	td, clean := sample(t, "payment-fraud-check.clean")
 	s.mustExport(t, otlpJSON(t, td), "application/json", "")
 	s.waitQuiet(t, 2)
-	vs := s.waitViolations(t, violating, 1)
-	if vs[0]["message"] != "payment.charge without fraud.check" || vs[0]["ruleId"] != "payments-fraud-checked" {
-		t.Fatalf("violation %v", vs[0])
+	vs := s.waitViolations(t, violating, 2)
+	byRule := map[any]map[string]any{}
+	for _, v := range vs {
+		byRule[v["ruleId"]] = v
+	}
+	if v := byRule["payments-fraud-checked"]; v == nil || v["message"] != "payment.charge without fraud.check" {
+		t.Fatalf("violations %v: want payments-fraud-checked with its message", vs)
+	}
+	if v := byRule["eu-charges-checked"]; v == nil || !strings.Contains(v["message"].(string), "without fraud.check") {
+		t.Fatalf("violations %v: want eu-charges-checked", vs)
 	}
 	if n := len(s.traceViolations(t, clean)); n != 0 {
 		t.Fatalf("the clean trace got %d violations", n)

@@ -3,6 +3,7 @@ package sandbox
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/betracehq/betrace/api/abiv1"
@@ -143,4 +144,52 @@ func BenchmarkInstantiate(b *testing.B) {
 	}
 	b.ReportMetric(float64(pages)*64, "KiB-memory/instance")
 	b.ReportMetric(float64(len(testrules.Module(b, "payment-fraud-check")))/1024, "KiB-module")
+}
+
+// BenchmarkHostFuncRunawayStop times a rule that calls regex_match forever
+// with RE2's worst case, `(a|aa)*b` over 60 KiB of "a", from its start to
+// the fuel trap at the default budget: the fuel charged per byte and
+// instruction must stop it as soon as a looping rule.
+func BenchmarkHostFuncRunawayStop(b *testing.B) {
+	h := newHost(b)
+	const textLen = 60 << 10
+	pattern := `(a|aa)*b`
+	input := []byte(pattern + strings.Repeat("a", textLen))
+	s := load(b, h, hostCaller(abiv1.HostRegexMatch, 0, textArgs(len(pattern), textLen)), Limits{})
+	ctx := context.Background()
+	for b.Loop() {
+		b.StopTimer()
+		inst, err := s.acquire(ctx)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+		_, err = s.call(ctx, inst, input, 0, s.limits.Fuel, nil)
+		b.StopTimer()
+		if f, ok := err.(*Fault); !ok || f.Outcome != OutcomeFuelExhausted {
+			b.Fatalf("runaway not stopped by fuel: %v", err)
+		}
+		s.discard(ctx, inst)
+		b.StartTimer()
+	}
+}
+
+// BenchmarkHostFuncCall is one evaluation making four host calls over
+// short texts: the cost of crossing into the host.
+func BenchmarkHostFuncCall(b *testing.B) {
+	h := newHost(b)
+	pattern := `/api/v[0-9]+/admin/.*`
+	input := []byte(pattern + "/api/v1/admin/users/1234")
+	for _, fn := range []string{abiv1.HostRegexMatch, abiv1.HostTextContains} {
+		b.Run(fn, func(b *testing.B) {
+			s := load(b, h, hostCaller(fn, 4, textArgs(len(pattern), 24)), Limits{Instances: 1})
+			ctx := context.Background()
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := s.Evaluate(ctx, input, 0, nil); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
 }

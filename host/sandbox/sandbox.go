@@ -20,7 +20,7 @@ import (
 	"github.com/betracehq/betrace/host/meter"
 )
 
-// allowedImports are the only host functions a rule may import: what a Go
+// allowedImports are the only WASI functions a rule may import: what a Go
 // wasip1 guest links, all of them harmless under wazero's WASI defaults (no
 // preopened directories, fake clocks, deterministic randomness). The fd_
 // calls beyond fd_write are what Go's os package links at start-up to look
@@ -154,10 +154,18 @@ func (s *Sandbox) admit(ctx context.Context, code []byte) error {
 		return fmt.Errorf("%w: %w", ErrInvalidModule, err)
 	}
 	s.compiled = compiled
+	usesHost := false
 	for _, f := range compiled.ImportedFunctions() {
 		mod, name, _ := f.Import()
+		if mod == abiv1.HostModule {
+			if err := checkHostImport(name, f.ParamTypes(), f.ResultTypes()); err != nil {
+				return err
+			}
+			usesHost = true
+			continue
+		}
 		if !allowedImports[mod][name] {
-			return fmt.Errorf("%w: %s.%s%s; rules may import only the WASI calls a Go guest needs (no filesystem, sockets or other host modules)", ErrImportNotAllowed, mod, name, importHint(mod, name))
+			return fmt.Errorf("%w: %s.%s%s; rules may import only the WASI calls a Go guest needs and the betrace host functions (no filesystem, sockets or other host modules)", ErrImportNotAllowed, mod, name, importHint(mod, name))
 		}
 	}
 	for _, m := range compiled.ImportedMemories() {
@@ -169,6 +177,11 @@ func (s *Sandbox) admit(ctx context.Context, code []byte) error {
 	}
 	if _, err := wasi_snapshot_preview1.Instantiate(ctx, s.runtime); err != nil {
 		return fmt.Errorf("sandbox: instantiate WASI: %w", err)
+	}
+	if usesHost {
+		if err := newHostFuncs().instantiate(ctx, s.runtime); err != nil {
+			return err
+		}
 	}
 	s.moduleCfg = wazero.NewModuleConfig().
 		WithName("").

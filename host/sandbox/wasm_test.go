@@ -11,6 +11,7 @@ const (
 
 type wasmFunc struct {
 	params, results []byte
+	locals          []byte // one entry per extra local
 	body            []byte // instructions, without the final end
 	export          string
 }
@@ -84,7 +85,11 @@ func (m wasmModule) bytes() []byte {
 	for i, f := range m.funcs {
 		funcs = append(funcs, uleb(uint64(len(types))))
 		types = append(types, functype(f.params, f.results))
-		body := append([]byte{0x00}, f.body...)
+		body := uleb(uint64(len(f.locals)))
+		for _, l := range f.locals {
+			body = append(body, 1, l)
+		}
+		body = append(body, f.body...)
 		body = append(body, 0x0b)
 		codes = append(codes, append(uleb(uint64(len(body))), body...))
 		if f.export != "" {
