@@ -48,6 +48,8 @@ test-deps: ## install what the tests need (redis-server, jq) when missing
 
 test: test-deps rules vet ## run every test (race detector on host packages)
 	$(GO) test -race -count=1 -timeout 15m $(HOST_PKGS)
+	@# allocation checks again without -race, which empties sync.Pools at random
+	$(GO) test -count=1 -run 'AllocatesNothing' ./host/sandbox/
 	$(GO) test -count=1 -timeout 10m $(OTHER_PKGS)
 	deploy/prometheus/check.sh
 

@@ -155,24 +155,20 @@ func Compile(r *Rule, meta Meta) ([]byte, error) {
 
 	// Result records, one per possible message; the span index is patched
 	// at run time.
-	when := ExprString(r.When)
 	var recs [3]uint64 // always failed, never held, both
 	msgs := [3]string{}
 	if r.Always != nil {
-		msgs[0] = when + " without " + ExprString(r.Always)
+		msgs[0] = message(r, true, false)
 	}
 	if r.Never != nil {
-		msgs[1] = when + " with " + ExprString(r.Never)
+		msgs[1] = message(r, false, true)
 	}
 	if r.Always != nil && r.Never != nil {
-		msgs[2] = when + " without " + ExprString(r.Always) + " and with " + ExprString(r.Never)
+		msgs[2] = message(r, true, true)
 	}
 	for i, m := range msgs {
 		if m == "" {
 			continue
-		}
-		if len(m) > abiv1.MaxMessageBytes {
-			return nil, fmt.Errorf("dsl: violation message is %d bytes, more than the %d allowed", len(m), abiv1.MaxMessageBytes)
 		}
 		c.align(4)
 		p := uint32(len(c.data))
@@ -1019,11 +1015,19 @@ func (c *compiler) parseNumFunc() *wFunc {
 	b.op(opEnd)
 	b.get(e).i32(0).get(ex).op(opI32Sub).get(ex).get(exneg).op(opSelect, opI32Add).set(e)
 	b.op(opEnd, opEnd)
-	// trailing text
+	// Trailing text: all ASCII means a non-space is left (the trim took
+	// ASCII white space), so not a number; non-ASCII may be Unicode white
+	// space ("0 \u2009"), which the host trims.
 	atEnd()
 	b.op(opI32Eqz, opIf, blockVoid)
-	loadCh()
-	uniLead()
+	b.op(opBlock, blockVoid, opLoop, blockVoid)
+	atEnd()
+	b.brIf(1)
+	b.get(p).mem(opI32Load8U, 0).i32(0x80).op(opI32GeU, opIf, blockVoid)
+	askHost()
+	b.op(opEnd)
+	b.get(p).i32(1).op(opI32Add).set(p).br(0)
+	b.op(opEnd, opEnd)
 	ret(0)
 	b.op(opEnd)
 	// integer syntax that fits an int64

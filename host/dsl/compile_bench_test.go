@@ -5,9 +5,12 @@ import (
 	"fmt"
 	"testing"
 
+	"github.com/tetratelabs/wazero"
+
 	"github.com/betracehq/betrace/api/abiv1"
 	"github.com/betracehq/betrace/host/abi"
 	"github.com/betracehq/betrace/host/internal/testrules"
+	"github.com/betracehq/betrace/host/meter"
 	"github.com/betracehq/betrace/host/sandbox"
 	"github.com/betracehq/betrace/host/traces"
 )
@@ -30,7 +33,7 @@ func benchTrace(n int) []traces.Span {
 			s.Name = "checkout"
 		case i%10 == 1:
 			s.Name = "payment.charge"
-			s.Attrs = []traces.Attr{iAttr("payment.amount", 4200)}
+			s.Attrs = []traces.Attr{iAttr("payment.amount", 4200), sAttr("payment.currency", "EUR")}
 		default:
 			s.Name = "SELECT orders"
 			s.Attrs = []traces.Attr{sAttr("db.system", "postgresql"), {Key: "db.rows", Type: abiv1.ValueInt, Num: 3}}
@@ -78,6 +81,72 @@ func BenchmarkCompiledVsSDK(b *testing.B) {
 				b.ReportMetric(float64(fuel), "fuel/op")
 			})
 		}
+	}
+}
+
+// BenchmarkCompiledHostFuncs is the cost of the betrace host functions in a
+// compiled rule: the same rule as BenchmarkCompiledVsSDK with a regular
+// expression or a substring test on every payment charge.
+func BenchmarkCompiledHostFuncs(b *testing.B) {
+	h := testHost(b)
+	for _, c := range []struct{ name, src string }{
+		{"matches", `when { payment.charge.where(payment.currency matches "^(USD|EUR)$") } always { fraud.check }`},
+		{"contains", `when { payment.charge.where(payment.currency contains "EU") } always { fraud.check }`},
+	} {
+		_, s, _ := compileLoad(b, h, c.src)
+		for _, n := range []int{10, 100, 1000} {
+			spans := benchTrace(n)
+			buf := abi.NewEncoder().Encode(spans, 0)
+			b.Run(fmt.Sprintf("%s/%dspans", c.name, n), func(b *testing.B) {
+				var dst []abi.Violation
+				var fuel uint64
+				b.ReportAllocs()
+				for b.Loop() {
+					res, err := s.Evaluate(context.Background(), buf, uint32(n), dst[:0])
+					if err != nil {
+						b.Fatal(err)
+					}
+					if len(res.Violations) == 0 {
+						b.Fatal("rule did not fire")
+					}
+					dst, fuel = res.Violations, res.FuelUsed
+				}
+				b.ReportMetric(float64(fuel), "fuel/op")
+			})
+		}
+	}
+}
+
+// BenchmarkInstantiateCompiled is one more instance of an admitted
+// compiled rule: what a sandbox pays to grow its pool or replace a faulted
+// instance.
+func BenchmarkInstantiateCompiled(b *testing.B) {
+	r, err := Parse(`when { payment.charge } always { fraud.check }`)
+	if err != nil {
+		b.Fatal(err)
+	}
+	module, err := Compile(r, Meta{ID: "pay"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	metered, err := meter.Instrument(module, meter.DefaultConfig())
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	rt := wazero.NewRuntime(ctx)
+	defer rt.Close(ctx)
+	cm, err := rt.CompileModule(ctx, metered)
+	if err != nil {
+		b.Fatal(err)
+	}
+	cfg := wazero.NewModuleConfig().WithName("").WithStartFunctions()
+	for b.Loop() {
+		m, err := rt.InstantiateModule(ctx, cm, cfg)
+		if err != nil {
+			b.Fatal(err)
+		}
+		m.Close(ctx)
 	}
 }
 

@@ -334,3 +334,21 @@ func TestCompileImportsOnlyWhatItUses(t *testing.T) {
 		}
 	}
 }
+
+// A rule longer than a violation message may be still compiles: the
+// message is cut at a character boundary, the same way in both engines.
+func TestCompileLongRuleMessage(t *testing.T) {
+	items := make([]string, 400)
+	for i := range items {
+		items[i] = fmt.Sprintf(`"währung-%03d"`, i)
+	}
+	src := `when { payment.charge.where(currency in [` + strings.Join(items, ", ") + `, USD]) } always { fraud.check }`
+	h := testHost(t)
+	r, s, _ := compileLoad(t, h, src)
+	spans := []traces.Span{sp("payment.charge", 1, sAttr("currency", "USD"))}
+	got := compiledVerdict(t, s, spans)
+	if !got.Fired || len(got.Message) > abiv1.MaxMessageBytes || !strings.HasSuffix(got.Message, "…") {
+		t.Fatalf("verdict %+v: want a violation with a message cut to %d bytes", got, abiv1.MaxMessageBytes)
+	}
+	checkSame(t, r, s, spans)
+}

@@ -6,6 +6,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/betracehq/betrace/api/abiv1"
 	"github.com/betracehq/betrace/host/abi"
@@ -40,6 +41,12 @@ func Evaluate(r *Rule, spans []traces.Span) (Verdict, error) {
 	if !alwaysFailed && !neverHeld {
 		return none, nil
 	}
+	return Verdict{Fired: true, SpanIndex: reportSpan(r.When, spans), Message: message(r, alwaysFailed, neverHeld)}, nil
+}
+
+// message names what failed: "W without A", "W with N" or "W without A and
+// with N", cut at a character boundary to fit abiv1.MaxMessageBytes.
+func message(r *Rule, alwaysFailed, neverHeld bool) string {
 	msg := ExprString(r.When)
 	if alwaysFailed {
 		msg += " without " + ExprString(r.Always)
@@ -50,7 +57,15 @@ func Evaluate(r *Rule, spans []traces.Span) (Verdict, error) {
 		}
 		msg += " with " + ExprString(r.Never)
 	}
-	return Verdict{Fired: true, SpanIndex: reportSpan(r.When, spans), Message: msg}, nil
+	if len(msg) <= abiv1.MaxMessageBytes {
+		return msg
+	}
+	const ellipsis = "…"
+	cut := abiv1.MaxMessageBytes - len(ellipsis)
+	for cut > 0 && !utf8.RuneStart(msg[cut]) {
+		cut--
+	}
+	return msg[:cut] + ellipsis
 }
 
 // reportSpan picks the first span by start time (input order on ties) that

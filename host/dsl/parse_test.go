@@ -199,5 +199,8 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("round trip changed the AST: %q -> %q", src, out)
 		}
 		_, _ = Evaluate(r, []traces.Span{sp("a", 1, sAttr("x", "1")), sp("b", 2)})
+		if _, err := Compile(r, Meta{}); err != nil {
+			t.Fatalf("%q parses but does not compile: %v", src, err)
+		}
 	})
 }
