@@ -115,10 +115,12 @@ func Compile(r *Rule, meta Meta) ([]byte, error) {
 	default:
 		return nil, fmt.Errorf("dsl: severity %q is not CRITICAL, HIGH, MEDIUM, LOW or INFO", meta.Severity)
 	}
-	c.align(8)
-	c.pow10Ptr = uint32(len(c.data))
-	for i := 0; i <= 22; i++ {
-		c.data = binary.LittleEndian.AppendUint64(c.data, math.Float64bits(math.Pow10(i)))
+	if c.hasParse { // parse_num's table of exact powers of ten
+		c.align(8)
+		c.pow10Ptr = uint32(len(c.data))
+		for i := 0; i <= 22; i++ {
+			c.data = binary.LittleEndian.AppendUint64(c.data, math.Float64bits(math.Pow10(i)))
+		}
 	}
 	// Pattern functions first: they place their literals in the data.
 	var patFuncs []*wFunc

@@ -7,6 +7,7 @@ import (
 	"os"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/tetratelabs/wazero/api"
@@ -242,5 +243,34 @@ func TestHostFuncContract(t *testing.T) {
 	if abiv1.MaxRegexBytes != 1024 || abiv1.MaxRegexProgram != 10000 || abiv1.MaxRegexes != 64 ||
 		abiv1.FuelHostCall != 100 || abiv1.FuelRegexStep != 16 || abiv1.FuelPerByte != 2 {
 		t.Error("a host function limit or fuel constant changed: update api/abi-v1.md §2 and this test")
+	}
+}
+
+// Instances of one sandbox share its compiled patterns; -race checks the
+// sharing while they are added concurrently.
+func TestHostFuncConcurrentPatterns(t *testing.T) {
+	h := newHost(t)
+	distinct := "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+	perCall := append(args([]int64{inputAt}), 0x20, 1, 0x6a) // pattern at inputAt+i
+	perCall = append(perCall, args([]int64{1, int64(abiv1.ValueString)}, int64(abiv1.Pack(inputAt, uint32(len(distinct)))))...)
+	s := load(t, h, hostCaller(abiv1.HostRegexMatch, len(distinct), perCall), Limits{Instances: 4})
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 10 {
+				if _, err := s.Evaluate(context.Background(), []byte(distinct), 0, nil); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
 	}
 }
