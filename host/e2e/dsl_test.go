@@ -80,6 +80,24 @@ func testDSLRules(t *testing.T) {
 		t.Fatalf("after PUT %v", updated)
 	}
 
+	// A module compiled by `betrace compile` and uploaded as wasm still
+	// shows the rule as written.
+	wasmFile := filepath.Join(t.TempDir(), "admin.wasm")
+	const adminExpr = `when { api.request.where(endpoint matches "^/api/v[0-9]+/admin/") } always { auth.check_admin }`
+	runBetrace(t, nil, "compile", "-e", adminExpr, "--id", "admin-auth", "-o", wasmFile).want(t, 0, nil)
+	wasm, err := os.ReadFile(wasmFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r = s.do(t, request{Method: http.MethodPost, Path: "/v1/rules", Body: wasm, ContentType: "application/wasm"})
+	if r.Status != http.StatusCreated {
+		t.Fatalf("upload of the compiled module: %d %s", r.Status, r.Body)
+	}
+	got := s.rule(t, "admin-auth")
+	if expr, _ := got["expression"].(string); strings.Join(strings.Fields(expr), " ") != adminExpr || obj(got, "module")["source"] != "wasm" {
+		t.Fatalf("uploaded compiled rule %v: want expression %q (in canonical layout)", got, adminExpr)
+	}
+
 	// The earlier project's rules file moves over in one command: a result
 	// line per rule, and a non-zero exit because one rule does not compile.
 	file := filepath.Join(t.TempDir(), "rules.yaml")

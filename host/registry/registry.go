@@ -281,7 +281,8 @@ func (r *Registry) Create(ctx context.Context, spec Spec) (View, error) {
 		spec.ID = d.ID
 	}
 	now := r.now().UTC()
-	rec := rules.Record{ID: spec.ID, Name: d.Name, Description: d.Description, Tags: d.Tags, Enabled: true, CreatedAt: now, UpdatedAt: now, Revision: 1}
+	rec := rules.Record{ID: spec.ID, Name: d.Name, Description: d.Description, Tags: d.Tags, Expression: sb.Source(),
+		Enabled: true, CreatedAt: now, UpdatedAt: now, Revision: 1}
 	if rec.Severity, err = rules.ParseSeverity(orDefault(d.Severity, "MEDIUM")); err != nil {
 		rec.Severity = rules.SeverityMedium
 	}
@@ -422,6 +423,9 @@ func (r *Registry) Update(ctx context.Context, spec Spec) (View, error) {
 			return nil, fmt.Errorf("%w: %w", ErrRefused, err)
 		}
 		if spec.Module != nil {
+			if spec.Expression == nil {
+				rec.Expression = sb.Source() // the expression of the old module no longer applies
+			}
 			rec.AddVersion(r.moduleRef(spec, r.now().UTC()))
 			if err := r.store.PutModule(ctx, rec.Module.SHA256, module); err != nil {
 				sb.Close(ctx)
@@ -477,6 +481,7 @@ func (r *Registry) Rollback(ctx context.Context, id string, version int) (View, 
 		}
 		// The old module becomes the newest version, so history stays linear.
 		m.CreatedAt = r.now().UTC()
+		rec.Expression = sb.Source()
 		rec.AddVersion(m)
 		return &installed{sb, module}, nil
 	})

@@ -10,6 +10,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/betracehq/betrace/host/dsl"
 	"github.com/betracehq/betrace/host/internal/testrules"
 	"github.com/betracehq/betrace/host/rules"
 	"github.com/betracehq/betrace/host/sandbox"
@@ -188,5 +189,39 @@ func TestUnknownRule(t *testing.T) {
 		if !errors.Is(err, ErrNotFound) {
 			t.Errorf("%s: %v", name, err)
 		}
+	}
+}
+
+// A module that carries its source (a compiled DSL rule) shows it as the
+// rule's expression however it arrived, and installing a module without
+// one clears the expression of the module it replaced.
+func TestExpressionFollowsModule(t *testing.T) {
+	ctx := context.Background()
+	f := open(t, t.TempDir())
+	const src = `when { payment.charge.where(currency matches "^EU") } always { fraud.check }`
+	parsed, err := dsl.Parse(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	compiled, err := dsl.Compile(parsed, dsl.Meta{ID: "eu-charges"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := f.reg.Create(ctx, Spec{Module: compiled})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v.Record.ID != "eu-charges" || v.Record.Expression != parsed.String() || v.Record.Module.Source != "wasm" {
+		t.Fatalf("uploaded compiled rule: %+v", v.Record)
+	}
+	if v, err = f.reg.Update(ctx, Spec{ID: "eu-charges", Module: testrules.Module(t, "payment-fraud-check")}); err != nil || v.Record.Expression != "" {
+		t.Fatalf("after installing a Go rule: %v, expression %q", err, v.Record.Expression)
+	}
+	if v, err = f.reg.Rollback(ctx, "eu-charges", 0); err != nil || v.Record.Expression != parsed.String() {
+		t.Fatalf("after rollback: %v, expression %q", err, v.Record.Expression)
+	}
+	v, err = f.reg.Update(ctx, Spec{ID: "eu-charges", Severity: ptr("high")})
+	if err != nil || v.Record.Expression != parsed.String() {
+		t.Fatalf("a metadata change must keep the expression: %v, %q", err, v.Record.Expression)
 	}
 }

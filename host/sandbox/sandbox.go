@@ -65,6 +65,7 @@ type Sandbox struct {
 	compiled  wazero.CompiledModule
 	moduleCfg wazero.ModuleConfig
 	desc      abi.Description
+	source    string // betrace.source custom section
 	log       *Log
 
 	idle  chan *instance
@@ -145,6 +146,7 @@ func (h *Host) load(ctx context.Context, module []byte, limits Limits, metered b
 		rt.Close(ctx)
 		return nil, err
 	}
+	s.source = sourceSection(module)
 	return s, nil
 }
 
@@ -268,6 +270,10 @@ func (s *Sandbox) describe(ctx context.Context, inst *instance) error {
 // Description is what the module said about itself (zero if it exports no
 // description).
 func (s *Sandbox) Description() abi.Description { return s.desc }
+
+// Source is the rule's source text when the module carries it in a
+// betrace.source custom section (as compiled DSL rules do), else "".
+func (s *Sandbox) Source() string { return s.source }
 
 // Limits returns the effective limits, defaults filled in.
 func (s *Sandbox) Limits() Limits { return s.limits }
