@@ -62,6 +62,8 @@ bench: build ## run the benchmarks and drive a real server with the load generat
 	done; done
 	@echo "== 20 rules over grpc at 50,000 spans/s (completion-to-stored latency at the target rate)"
 	$(BIN)/betrace-loadgen -spawn $(BIN)/betrace -rules 20 -protocol grpc -duration 20s -rate 50000
+	@echo "== 20 DSL rules over grpc at 50,000 spans/s (the same, rules compiled by the server)"
+	$(BIN)/betrace-loadgen -spawn $(BIN)/betrace -rules 20 -dsl -protocol grpc -duration 20s -rate 50000
 
 run: build ## run BeTrace on its embedded store (./data), API on :12011, OTLP/gRPC on :4317
 	$(BIN)/betrace serve

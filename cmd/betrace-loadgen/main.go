@@ -50,6 +50,7 @@ type options struct {
 	spawn         string
 	rulesDir      string
 	ruleCount     int
+	dsl           bool
 	rate          float64
 }
 
@@ -66,6 +67,7 @@ func main() {
 	flag.StringVar(&o.spawn, "spawn", "", "path of a betrace binary to start on free ports for this run")
 	flag.StringVar(&o.rulesDir, "rules-dir", "rules-examples/build", "with -spawn: where the example rule modules are")
 	flag.IntVar(&o.ruleCount, "rules", 5, "with -spawn: how many rules to load (the five real examples, then copies)")
+	flag.BoolVar(&o.dsl, "dsl", false, "with -spawn: load DSL rules compiled by the server instead of the Go examples")
 	flag.Float64Var(&o.rate, "rate", 0, "spans per second to offer in total (0: as fast as the server accepts)")
 	flag.Parse()
 	if err := run(o); err != nil {
@@ -83,7 +85,11 @@ func run(o options) error {
 		}
 		defer srv.stop()
 		o.httpTarget, o.grpcTarget = srv.http, srv.grpc
-		if err := uploadRules(o.httpTarget, o.rulesDir, o.ruleCount); err != nil {
+		upload := func() error { return uploadRules(o.httpTarget, o.rulesDir, o.ruleCount) }
+		if o.dsl {
+			upload = func() error { return postDSLRules(o.httpTarget, o.ruleCount) }
+		}
+		if err := upload(); err != nil {
 			return err
 		}
 	}
@@ -191,6 +197,11 @@ func run(o options) error {
 	elapsed := time.Since(start)
 	close(stopSampling)
 	<-sampled
+	kind := "go-sdk"
+	if o.dsl {
+		kind = "dsl"
+	}
+	fmt.Printf("rule_kind=%s ", kind)
 	fmt.Printf("protocol=%s rules=%d offered_rate=%.0f concurrency=%d spans_per_trace=%d duration=%s\n", o.protocol, o.ruleCount, o.rate, o.concurrency, o.spansPerTrace, elapsed.Round(time.Millisecond))
 	fmt.Printf("accepted_spans=%d spans_per_second=%.0f pushed_back_requests=%d failed_requests=%d\n",
 		sent.Load(), float64(sent.Load())/elapsed.Seconds(), pushedBack.Load(), failed.Load())
@@ -329,6 +340,35 @@ func (s *server) stop() {
 
 var realRules = []string{"payment-fraud-check", "pii-access-audit", "checkout-slow-db", "n-plus-one-queries", "ai-tool-approval"}
 
+// dslRules are five DSL rules over the generated traces, between them using
+// every kind of construct: absence, attribute filters, `matches` and
+// `contains` (host functions, the latter on every SELECT span), counts and
+// intrinsics. The first two fire on the violating traces.
+var dslRules = []string{
+	`when { payment.charge } always { fraud.check }`,
+	`when { payment.charge.where(payment.amount_cents > 1000 and payment.currency in [EUR, USD]) } always { fraud.check.where(fraud.score < 0.5) }`,
+	`when { checkout.where(http.route matches "^/api/") } never { "SELECT stock".where(db.statement contains "DELETE") }`,
+	`when { count("SELECT prices") > 10 } always { cache.hit }`,
+	`when { checkout.where(span.duration > 2s or span.status == error) } always { alert }`,
+}
+
+// postDSLRules creates n rules from dslRules (copies after the first five).
+func postDSLRules(base string, n int) error {
+	for i := range n {
+		body, _ := json.Marshal(map[string]string{"id": fmt.Sprintf("dsl-%d", i+1), "expression": dslRules[i%len(dslRules)]})
+		resp, err := http.Post(base+"/v1/rules", "application/json", bytes.NewReader(body))
+		if err != nil {
+			return err
+		}
+		msg, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusCreated {
+			return fmt.Errorf("create dsl-%d: %d %s", i+1, resp.StatusCode, msg)
+		}
+	}
+	return nil
+}
+
 func uploadRules(base, dir string, n int) error {
 	for i := range n {
 		id := realRules[i%len(realRules)]
@@ -430,6 +470,10 @@ func report(base string, peakRSS float64) error {
 		"violations":                  values["betrace_violations_total"],
 		"traces_completed":            values["betrace_traces_completed_total"],
 		"rule_errors":                 values["betrace_rule_evaluation_errors_total"],
+		// where the server's CPU went: all of it per span received, and
+		// the part spent inside rules per trace evaluated
+		"server_cpu_us_per_span":       values["process_cpu_seconds_total"] * 1e6 / math.Max(values["betrace_spans_received_total"], 1),
+		"rule_evaluation_us_per_trace": values["betrace_rule_evaluation_duration_seconds_sum"] * 1e6 / math.Max(values["betrace_traces_completed_total"], 1),
 	}
 	b, _ := json.Marshal(out)
 	fmt.Println(string(b))
