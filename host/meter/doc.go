@@ -67,6 +67,18 @@
 // so no local index moves, and fuel is checked before the operation runs so
 // a huge fill cannot start on an empty budget.
 //
+// # Data segments
+//
+// The pass also lays a module's data segments out again when it can do so
+// exactly. Go's linker emits one active segment per run of non-zero bytes,
+// over 20,000 for a rule built with the Go SDK, and wazero decodes and
+// applies each one at every instantiation: most of the time a new instance
+// of a Go rule took, paid whenever a pool grows and after every fault. When
+// every segment is active, in memory 0, at a constant offset inside the
+// initial memory, and no function uses memory.init or data.drop (which name
+// segments by index), the segments are replaced by the memory image they
+// produce, split only at long runs of zeros: a few segments, the same bytes.
+//
 // # What is refused
 //
 // Instrument refuses, with an *UnsupportedError naming the function, the

@@ -1,6 +1,7 @@
 package meter
 
 import (
+	"bytes"
 	"errors"
 	"testing"
 
@@ -14,7 +15,12 @@ import (
 // that makes wazero allocate by an absurd declared count (see checkCounts)
 // shows up here as a hung or killed worker.
 func FuzzInstrument(f *testing.F) {
+	var segs [][]byte
+	for i := range 70 {
+		segs = append(segs, activeSeg(int32(i*40), []byte{byte(i), 0, byte(i + 1)}))
+	}
 	seeds := [][]byte{
+		dataModule(1, segs, nil).encode(),
 		loopForever(), callTree(), sumLoop(), kitchenSink(), bulk(),
 		withBody(asm(oNop, oEnd)),
 		withBody(asm(0xfd, leb(0x0c), make([]byte, 16), oDrop, oEnd)),
@@ -55,5 +61,33 @@ func FuzzInstrument(f *testing.F) {
 			t.Fatalf("wazero accepts the input but rejects the metered output: %v", err)
 		}
 		metered.Close(ctx)
+		// Merged data segments must give a new instance the same memory.
+		if m, err := parseModule(data); err == nil && m.memKnown && m.memMin <= 16*65536 && m.data != nil {
+			want, errIn := initialMemory(rt, data)
+			got, errOut := initialMemory(rt, out)
+			if (errIn == nil) != (errOut == nil) || !bytes.Equal(want, got) {
+				t.Fatalf("initial memory differs after metering (instantiation errors: %v / %v)", errIn, errOut)
+			}
+		}
 	})
+}
+
+// initialMemory instantiates module without running any start function and
+// returns a copy of its memory (nil if it has none).
+func initialMemory(rt wazero.Runtime, module []byte) ([]byte, error) {
+	cm, err := rt.CompileModule(ctx, module)
+	if err != nil {
+		return nil, err
+	}
+	defer cm.Close(ctx)
+	mod, err := rt.InstantiateModule(ctx, cm, wazero.NewModuleConfig().WithName("").WithStartFunctions())
+	if err != nil {
+		return nil, err
+	}
+	defer mod.Close(ctx)
+	if mod.Memory() == nil {
+		return nil, nil
+	}
+	b, _ := mod.Memory().Read(0, mod.Memory().Size())
+	return bytes.Clone(b), nil
 }

@@ -87,8 +87,9 @@ func Instrument(module []byte, cfg Config) (out []byte, err error) {
 		return nil, err
 	}
 	var code []byte
+	usesData := false
 	if m.code != nil {
-		code, err = m.instrumentCode(cfg)
+		code, usesData, err = m.instrumentCode(cfg)
 		if err != nil {
 			return nil, err
 		}
@@ -96,10 +97,15 @@ func Instrument(module []byte, cfg Config) (out []byte, err error) {
 			return nil, malformed("code section", m.code.off, "metered code section exceeds 4 GiB")
 		}
 	}
+	if m.data != nil && m.memKnown && !usesData {
+		if data, count, ok := mergeData(m.data.body, m.memMin); ok && uint64(len(data)) <= math.MaxUint32 {
+			m.newData, m.newDataCount = data, count
+		}
+	}
 	return m.assemble(module, code), nil
 }
 
-func (m *moduleInfo) instrumentCode(cfg Config) ([]byte, error) {
+func (m *moduleInfo) instrumentCode(cfg Config) (_ []byte, usesData bool, _ error) {
 	s := m.code
 	r := &reader{buf: s.body, base: s.off}
 	n := r.u32()
@@ -112,21 +118,21 @@ func (m *moduleInfo) instrumentCode(cfg Config) ([]byte, error) {
 		bodyOff := r.pos
 		body := r.bytes(size)
 		if r.failed() {
-			return nil, malformed(fmt.Sprintf("function[%d]", fn), r.failOff, r.failMsg)
+			return nil, false, malformed(fmt.Sprintf("function[%d]", fn), r.failOff, r.failMsg)
 		}
 		if err := fr.rewrite(body, s.off+bodyOff, fn, m.paramCounts[m.funcTypes[i]]); err != nil {
-			return nil, err
+			return nil, false, err
 		}
 		if uint64(len(fr.out)) > math.MaxUint32 {
-			return nil, malformed(fmt.Sprintf("function[%d]", fn), s.off+bodyOff, "metered body exceeds 4 GiB")
+			return nil, false, malformed(fmt.Sprintf("function[%d]", fn), s.off+bodyOff, "metered body exceeds 4 GiB")
 		}
 		out = appendU32(out, uint32(len(fr.out)))
 		out = append(out, fr.out...)
 	}
 	if !r.done() {
-		return nil, malformed("code section", r.offset(), "trailing bytes after the last function body")
+		return nil, false, malformed("code section", r.offset(), "trailing bytes after the last function body")
 	}
-	return out, nil
+	return out, fr.usesData, nil
 }
 
 // Kinds of insertion into a function body.
@@ -171,6 +177,9 @@ type funcRewriter struct {
 	ins     []insertion
 	frames  []frame
 	out     []byte
+	// usesData records memory.init or data.drop, which name data
+	// segments by index, so the segments must stay as they are.
+	usesData bool
 }
 
 func newFuncRewriter(cfg Config, fuel uint32) *funcRewriter {
@@ -364,7 +373,11 @@ func (fr *funcRewriter) rewrite(body []byte, base, fn int, params uint32) error 
 					r.u32()
 					r.u32()
 					kind = insMemBytes
-				case 9, 13: // data.drop, elem.drop
+					fr.usesData = true
+				case 9: // data.drop
+					r.u32()
+					fr.usesData = true
+				case 13: // elem.drop
 					r.u32()
 				case 10: // memory.copy
 					r.u32()

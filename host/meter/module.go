@@ -62,6 +62,16 @@ type moduleInfo struct {
 	global        *section
 	export        *section
 	code          *section
+	data          *section
+	dataCount     *section
+	// memMin is the initial size in bytes of the module's own memory;
+	// memKnown is false when the memory is imported or absent.
+	memMin   uint64
+	memKnown bool
+	// newData replaces the data section (and its count the data count
+	// section) when mergeData could lay it out again.
+	newData      []byte
+	newDataCount uint32
 }
 
 func parseModule(b []byte) (*moduleInfo, error) {
@@ -126,6 +136,20 @@ func parseModule(b []byte) (*moduleInfo, error) {
 		case secExport:
 			m.export = s
 			err = checkExports(s)
+		case secMemory:
+			sr := &reader{buf: s.body, base: s.off}
+			if sr.u32() >= 1 {
+				switch sr.byte() {
+				case 0x00, 0x01: // min, or min and max, in pages
+					if min := sr.u32(); !sr.failed() {
+						m.memMin, m.memKnown = uint64(min)*65536, true
+					}
+				}
+			}
+		case secData:
+			m.data = s
+		case secDataCount:
+			m.dataCount = s
 		case secCode:
 			m.code = s
 			sr := &reader{buf: s.body, base: s.off}
@@ -214,6 +238,7 @@ func (m *moduleInfo) parseImports(s *section) error {
 			r.limits()
 		case externMemory:
 			r.limits()
+			m.memKnown = false // merged data could not be checked against its size
 		case externGlobal:
 			r.valType()
 			r.byte()
@@ -332,6 +357,15 @@ func (m *moduleInfo) assemble(in []byte, code []byte) []byte {
 			out = append(out, secCode)
 			out = appendU32(out, uint32(len(code)))
 			out = append(out, code...)
+		case s == m.data && m.newData != nil:
+			out = append(out, secData)
+			out = appendU32(out, uint32(len(m.newData)))
+			out = append(out, m.newData...)
+		case s == m.dataCount && m.newData != nil:
+			count := appendU32(nil, m.newDataCount)
+			out = append(out, secDataCount)
+			out = appendU32(out, uint32(len(count)))
+			out = append(out, count...)
 		default:
 			out = append(out, s.raw...)
 		}
