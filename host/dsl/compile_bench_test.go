@@ -45,6 +45,25 @@ func benchTrace(n int) []traces.Span {
 	return spans
 }
 
+// benchFiring evaluates the encoded n-span trace buf, which must make the
+// rule fire, and reports the fuel each evaluation used.
+func benchFiring(b *testing.B, s *sandbox.Sandbox, buf []byte, n int) {
+	var dst []abi.Violation
+	var fuel uint64
+	b.ReportAllocs()
+	for b.Loop() {
+		res, err := s.Evaluate(context.Background(), buf, uint32(n), dst[:0])
+		if err != nil {
+			b.Fatal(err)
+		}
+		if len(res.Violations) == 0 {
+			b.Fatal("rule did not fire")
+		}
+		dst, fuel = res.Violations, res.FuelUsed
+	}
+	b.ReportMetric(float64(fuel), "fuel/op")
+}
+
 // BenchmarkCompiledVsSDK compares the compiled
 // `when { payment.charge } always { fraud.check }` with the Go SDK rule
 // payment-fraud-check (run `make rules` to build it), both metered.
@@ -64,22 +83,7 @@ func BenchmarkCompiledVsSDK(b *testing.B) {
 			name string
 			s    *sandbox.Sandbox
 		}{{"compiled", compiled}, {"go-sdk", sdk}} {
-			b.Run(fmt.Sprintf("%s/%dspans", c.name, n), func(b *testing.B) {
-				var dst []abi.Violation
-				var fuel uint64
-				b.ReportAllocs()
-				for b.Loop() {
-					res, err := c.s.Evaluate(context.Background(), buf, uint32(n), dst[:0])
-					if err != nil {
-						b.Fatal(err)
-					}
-					if len(res.Violations) == 0 {
-						b.Fatal("rule did not fire")
-					}
-					dst, fuel = res.Violations, res.FuelUsed
-				}
-				b.ReportMetric(float64(fuel), "fuel/op")
-			})
+			b.Run(fmt.Sprintf("%s/%dspans", c.name, n), func(b *testing.B) { benchFiring(b, c.s, buf, n) })
 		}
 	}
 }
@@ -97,22 +101,7 @@ func BenchmarkCompiledHostFuncs(b *testing.B) {
 		for _, n := range []int{10, 100, 1000} {
 			spans := benchTrace(n)
 			buf := abi.NewEncoder().Encode(spans, 0)
-			b.Run(fmt.Sprintf("%s/%dspans", c.name, n), func(b *testing.B) {
-				var dst []abi.Violation
-				var fuel uint64
-				b.ReportAllocs()
-				for b.Loop() {
-					res, err := s.Evaluate(context.Background(), buf, uint32(n), dst[:0])
-					if err != nil {
-						b.Fatal(err)
-					}
-					if len(res.Violations) == 0 {
-						b.Fatal("rule did not fire")
-					}
-					dst, fuel = res.Violations, res.FuelUsed
-				}
-				b.ReportMetric(float64(fuel), "fuel/op")
-			})
+			b.Run(fmt.Sprintf("%s/%dspans", c.name, n), func(b *testing.B) { benchFiring(b, s, buf, n) })
 		}
 	}
 }

@@ -89,22 +89,10 @@ func mergeData(body []byte, minBytes uint64) (out []byte, count uint32, ok bool)
 	out = appendU32(make([]byte, 0, len(image)+16*len(runs)), uint32(len(runs)))
 	for _, run := range runs {
 		out = append(out, 0x00, 0x41)
-		out = appendS32(out, int32(uint32(lo+uint64(run[0]))))
+		out = appendS64(out, int64(int32(uint32(lo+uint64(run[0]))))) // i32.const reads it as signed
 		out = append(out, 0x0b)
 		out = appendU32(out, uint32(run[1]-run[0]))
 		out = append(out, image[run[0]:run[1]]...)
 	}
 	return out, uint32(len(runs)), true
-}
-
-// appendS32 appends v as a signed LEB128 number.
-func appendS32(dst []byte, v int32) []byte {
-	for {
-		b := byte(v & 0x7f)
-		v >>= 7
-		if (v == 0 && b&0x40 == 0) || (v == -1 && b&0x40 != 0) {
-			return append(dst, b)
-		}
-		dst = append(dst, b|0x80)
-	}
 }

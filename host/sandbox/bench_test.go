@@ -106,24 +106,29 @@ func BenchmarkRunawayStop(b *testing.B) {
 	buf := abi.NewEncoder().Encode(spans, 0)
 	for _, id := range []string{"runaway-loop", "exp-recursion"} {
 		b.Run(id, func(b *testing.B) {
-			s := load(b, h, testrules.Module(b, id), Limits{})
-			ctx := context.Background()
-			for b.Loop() {
-				b.StopTimer()
-				inst, err := s.acquire(ctx)
-				if err != nil {
-					b.Fatal(err)
-				}
-				b.StartTimer()
-				_, err = s.call(ctx, inst, buf, uint32(len(spans)), s.limits.Fuel, nil)
-				b.StopTimer()
-				if f, ok := err.(*Fault); !ok || f.Outcome != OutcomeFuelExhausted {
-					b.Fatalf("runaway not stopped by fuel: %v", err)
-				}
-				s.discard(ctx, inst)
-				b.StartTimer()
-			}
+			benchFuelTrap(b, load(b, h, testrules.Module(b, id), Limits{}), buf, uint32(len(spans)))
 		})
+	}
+}
+
+// benchFuelTrap times calls that must end out of fuel, from the start of
+// the call to the trap; acquiring and discarding the instance are excluded.
+func benchFuelTrap(b *testing.B, s *Sandbox, input []byte, spans uint32) {
+	ctx := context.Background()
+	for b.Loop() {
+		b.StopTimer()
+		inst, err := s.acquire(ctx)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+		_, err = s.call(ctx, inst, input, spans, s.limits.Fuel, nil)
+		b.StopTimer()
+		if f, ok := err.(*Fault); !ok || f.Outcome != OutcomeFuelExhausted {
+			b.Fatalf("runaway not stopped by fuel: %v", err)
+		}
+		s.discard(ctx, inst)
+		b.StartTimer()
 	}
 }
 
@@ -155,23 +160,7 @@ func BenchmarkHostFuncRunawayStop(b *testing.B) {
 	const textLen = 60 << 10
 	pattern := `(a|aa)*b`
 	input := []byte(pattern + strings.Repeat("a", textLen))
-	s := load(b, h, hostCaller(abiv1.HostRegexMatch, 0, textArgs(len(pattern), textLen)), Limits{})
-	ctx := context.Background()
-	for b.Loop() {
-		b.StopTimer()
-		inst, err := s.acquire(ctx)
-		if err != nil {
-			b.Fatal(err)
-		}
-		b.StartTimer()
-		_, err = s.call(ctx, inst, input, 0, s.limits.Fuel, nil)
-		b.StopTimer()
-		if f, ok := err.(*Fault); !ok || f.Outcome != OutcomeFuelExhausted {
-			b.Fatalf("runaway not stopped by fuel: %v", err)
-		}
-		s.discard(ctx, inst)
-		b.StartTimer()
-	}
+	benchFuelTrap(b, load(b, h, hostCaller(abiv1.HostRegexMatch, 0, textArgs(len(pattern), textLen)), Limits{}), input, 0)
 }
 
 // BenchmarkHostFuncCall is one evaluation making four host calls over
