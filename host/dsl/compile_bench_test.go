@@ -106,11 +106,9 @@ func BenchmarkCompiledHostFuncs(b *testing.B) {
 	}
 }
 
-// BenchmarkInstantiateCompiled is one more instance of an admitted
-// compiled rule: what a sandbox pays to grow its pool or replace a faulted
-// instance.
-func BenchmarkInstantiateCompiled(b *testing.B) {
-	r, err := Parse(`when { payment.charge } always { fraud.check }`)
+// compileSource parses and compiles src.
+func compileSource(b *testing.B, src string) []byte {
+	r, err := Parse(src)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -118,6 +116,14 @@ func BenchmarkInstantiateCompiled(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	return module
+}
+
+// BenchmarkInstantiateCompiled is one more instance of an admitted
+// compiled rule: what a sandbox pays to grow its pool or replace a faulted
+// instance.
+func BenchmarkInstantiateCompiled(b *testing.B) {
+	module := compileSource(b, `when { payment.charge } always { fraud.check }`)
 	metered, err := meter.Instrument(module, meter.DefaultConfig())
 	if err != nil {
 		b.Fatal(err)
@@ -160,14 +166,7 @@ func BenchmarkCompile(b *testing.B) {
 // BenchmarkAdmitCompiled is what a server does with a compiled rule:
 // metering, compilation by wazero, the admission checks and one instance.
 func BenchmarkAdmitCompiled(b *testing.B) {
-	r, err := Parse(`when { payment.charge } always { fraud.check }`)
-	if err != nil {
-		b.Fatal(err)
-	}
-	module, err := Compile(r, Meta{ID: "pay"})
-	if err != nil {
-		b.Fatal(err)
-	}
+	module := compileSource(b, `when { payment.charge } always { fraud.check }`)
 	h, err := sandbox.NewHost("")
 	if err != nil {
 		b.Fatal(err)
