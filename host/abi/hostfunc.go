@@ -1,6 +1,7 @@
 package abi
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"regexp"
@@ -60,6 +61,9 @@ func ContainsFuel(textLen, needleLen int) uint64 {
 	return abiv1.FuelHostCall + abiv1.FuelPerByte*(uint64(textLen)+uint64(needleLen))
 }
 
+// ErrRegexTooLarge reports a pattern beyond the limits of regex_match.
+var ErrRegexTooLarge = errors.New("regular expression too large")
+
 // Regex is a pattern compiled for regex_match, with the size its fuel is
 // charged by. It is safe for concurrent use.
 type Regex struct {
@@ -71,7 +75,7 @@ type Regex struct {
 // the limits of ABI v1.
 func CompileRegex(pattern string) (*Regex, error) {
 	if len(pattern) > abiv1.MaxRegexBytes {
-		return nil, fmt.Errorf("regular expression is %d bytes, more than the %d allowed", len(pattern), abiv1.MaxRegexBytes)
+		return nil, fmt.Errorf("%w: %d bytes, more than the %d allowed", ErrRegexTooLarge, len(pattern), abiv1.MaxRegexBytes)
 	}
 	re, err := regexp.Compile(pattern)
 	if err != nil {
@@ -88,7 +92,7 @@ func CompileRegex(pattern string) (*Regex, error) {
 		return nil, fmt.Errorf("regular expression %q: %w", pattern, err)
 	}
 	if len(prog.Inst) > abiv1.MaxRegexProgram {
-		return nil, fmt.Errorf("regular expression %q compiles to %d instructions, more than the %d allowed; simplify it (large counted repetitions such as {1000} multiply its size)", pattern, len(prog.Inst), abiv1.MaxRegexProgram)
+		return nil, fmt.Errorf("%w: %q compiles to %d instructions, more than the %d allowed; simplify it (large counted repetitions such as {1000} multiply its size)", ErrRegexTooLarge, pattern, len(prog.Inst), abiv1.MaxRegexProgram)
 	}
 	return &Regex{re: re, prog: uint64(len(prog.Inst))}, nil
 }

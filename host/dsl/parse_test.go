@@ -109,6 +109,8 @@ func TestParseErrors(t *testing.T) {
 		{"when { a.where(span.foo == 1) } always { b }", 1, 16, "unknown intrinsic", `"span.foo"`},
 		{"when { a.where(span.status) } always { b }", 1, 16, "not a boolean", ""},
 		{`when { a.where(x matches "(") } always { b }`, 1, 26, "invalid regular expression", "RE2"},
+		{`when { a.where(x matches "` + strings.Repeat("x{1000}", 11) + `") } always { b }`, 1, 26, "11002 instructions, more than the 10000 allowed", ""},
+		{`when { a.where(x matches "` + strings.Repeat("a", 1025) + `") } always { b }`, 1, 26, "1025 bytes, more than the 1024 allowed", ""},
 		{`when { a.where(x matches y) } always { b }`, 1, 26, "quoted string", ""},
 		{"when { a.where(depth > max.capacity) } always { b }", 1, 24, "expected a value", "comparing two attributes"},
 		{"when { a.where(x == [1]) } always { b }", 1, 21, "a list needs `in`", ""},

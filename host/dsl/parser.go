@@ -1,6 +1,7 @@
 package dsl
 
 import (
+	"errors"
 	"strings"
 
 	"github.com/betracehq/betrace/host/abi"
@@ -477,7 +478,10 @@ func (p *parser) comparison(a Attr, at Pos) (*Compare, *Error) {
 		c.Value = s.val
 		if c.Op == OpMatches {
 			re, rerr := abi.CompileRegex(s.val.Str)
-			if rerr != nil {
+			switch {
+			case errors.Is(rerr, abi.ErrRegexTooLarge):
+				return nil, errAt(s.pos, "", "%v", rerr)
+			case rerr != nil:
 				return nil, errAt(s.pos, "the syntax is RE2 (no backreferences or lookaround)", "invalid %v", rerr)
 			}
 			c.Re = re
