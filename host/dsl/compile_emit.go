@@ -7,6 +7,7 @@ import (
 	"math"
 
 	"github.com/betracehq/betrace/api/abiv1"
+	"github.com/betracehq/betrace/host/internal/leb128"
 )
 
 const (
@@ -99,30 +100,8 @@ const (
 	opF64ReinterpretI64 = 0xbf
 )
 
-func uleb(v uint64) []byte {
-	var b []byte
-	for {
-		c := byte(v & 0x7f)
-		v >>= 7
-		if v != 0 {
-			b = append(b, c|0x80)
-			continue
-		}
-		return append(b, c)
-	}
-}
-
-func sleb(v int64) []byte {
-	var b []byte
-	for {
-		c := byte(v & 0x7f)
-		v >>= 7
-		if (v == 0 && c&0x40 == 0) || (v == -1 && c&0x40 != 0) {
-			return append(b, c)
-		}
-		b = append(b, c|0x80)
-	}
-}
+func uleb(v uint64) []byte { return leb128.AppendUint(nil, v) }
+func sleb(v int64) []byte  { return leb128.AppendInt(nil, v) }
 
 func wVec(items [][]byte) []byte {
 	out := uleb(uint64(len(items)))

@@ -15,6 +15,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/betracehq/betrace/host/internal/leb128"
 )
 
 // snapshot is the state bad input must not change: the rule list without
@@ -53,20 +55,7 @@ func (s *server) unchanged(t testing.TB, what, rules, violations string) {
 
 // Hand-made WebAssembly modules.
 
-func uleb(n int) []byte {
-	var b []byte
-	for {
-		c := byte(n & 0x7f)
-		n >>= 7
-		if n != 0 {
-			c |= 0x80
-		}
-		b = append(b, c)
-		if n == 0 {
-			return b
-		}
-	}
-}
+func uleb(n int) []byte { return leb128.AppendUint(nil, uint64(n)) }
 
 func wasmSection(id byte, content ...[]byte) []byte {
 	body := bytes.Join(content, nil)

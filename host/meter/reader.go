@@ -1,5 +1,7 @@
 package meter
 
+import "github.com/betracehq/betrace/host/internal/leb128"
+
 // reader decodes the binary format. Its error is sticky: after the first
 // failure every read returns zero and the failure's offset and message are
 // kept, so decoders can read a whole record and check once. Loops whose
@@ -163,21 +165,6 @@ func hexByte(b byte) string {
 	return string([]byte{'0', 'x', hexDigits[b>>4], hexDigits[b&15]})
 }
 
-func appendU32(dst []byte, v uint32) []byte {
-	for v >= 0x80 {
-		dst = append(dst, byte(v)|0x80)
-		v >>= 7
-	}
-	return append(dst, byte(v))
-}
+func appendU32(dst []byte, v uint32) []byte { return leb128.AppendUint(dst, uint64(v)) }
 
-func appendS64(dst []byte, v int64) []byte {
-	for {
-		b := byte(v & 0x7f)
-		v >>= 7
-		if (v == 0 && b&0x40 == 0) || (v == -1 && b&0x40 != 0) {
-			return append(dst, b)
-		}
-		dst = append(dst, b|0x80)
-	}
-}
+func appendS64(dst []byte, v int64) []byte { return leb128.AppendInt(dst, v) }

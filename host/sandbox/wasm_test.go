@@ -4,6 +4,8 @@ package sandbox
 // admission tests need (a wrong ABI version, a missing export, a forbidden
 // import) and a trivial rule whose cost is pure host overhead.
 
+import "github.com/betracehq/betrace/host/internal/leb128"
+
 const (
 	i32 = 0x7f
 	i64 = 0x7e
@@ -29,30 +31,8 @@ type wasmModule struct {
 	exportMem bool
 }
 
-func uleb(v uint64) []byte {
-	var b []byte
-	for {
-		c := byte(v & 0x7f)
-		v >>= 7
-		if v != 0 {
-			b = append(b, c|0x80)
-			continue
-		}
-		return append(b, c)
-	}
-}
-
-func sleb(v int64) []byte {
-	var b []byte
-	for {
-		c := byte(v & 0x7f)
-		v >>= 7
-		if (v == 0 && c&0x40 == 0) || (v == -1 && c&0x40 != 0) {
-			return append(b, c)
-		}
-		b = append(b, c|0x80)
-	}
-}
+func uleb(v uint64) []byte { return leb128.AppendUint(nil, v) }
+func sleb(v int64) []byte  { return leb128.AppendInt(nil, v) }
 
 func vec(items ...[]byte) []byte {
 	out := uleb(uint64(len(items)))
