@@ -2,15 +2,12 @@ package embedded
 
 import (
 	"fmt"
-	"math/rand/v2"
 	"os"
-	"slices"
 	"strconv"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/betracehq/betrace/host/store/storetest"
 	"github.com/betracehq/betrace/host/violations"
 )
 
@@ -21,27 +18,6 @@ func benchViolations() int {
 		return n
 	}
 	return 1_000_000
-}
-
-var benchSevs = []string{"CRITICAL", "HIGH", "MEDIUM", "LOW", "INFO"}
-
-// benchViolation is a violation of realistic size (about 450 bytes of
-// JSON): one of 50 rules, one of 5 severities, two violations per trace.
-func benchViolation(i int, at time.Time) violations.Violation {
-	return violations.Violation{
-		ID:          fmt.Sprintf("01J%023d", i),
-		RuleID:      fmt.Sprintf("rule-%02d", i%50),
-		RuleName:    fmt.Sprintf("Rule number %d", i%50),
-		RuleVersion: 3,
-		Severity:    benchSevs[(i/7)%5],
-		TraceID:     fmt.Sprintf("%032x", i/2),
-		SpanID:      fmt.Sprintf("%016x", i),
-		Message:     "payment span without a preceding fraud check span in the same trace",
-		Attributes:  map[string]string{"http.status_code": "500", "payment.amount": "129.90"},
-		Metadata:    map[string]string{"service_name": "checkout", "span_name": "POST /payments/authorize"},
-		Trigger:     "root",
-		Timestamp:   at,
-	}
 }
 
 // BenchmarkStore1M measures queries and appends over a store holding a
@@ -64,7 +40,7 @@ func BenchmarkStore1M(b *testing.B) {
 	const batch = 5000
 	vs := make([]violations.Violation, 0, batch)
 	for i := 0; i < n; i++ {
-		vs = append(vs, benchViolation(i, first.Add(time.Duration(i)*step)))
+		vs = append(vs, storetest.BenchViolation(i, first.Add(time.Duration(i)*step)))
 		if len(vs) == batch || i == n-1 {
 			if err := s.AppendViolations(bg, vs); err != nil {
 				b.Fatal(err)
@@ -131,52 +107,11 @@ func BenchmarkStore1M(b *testing.B) {
 		}
 	})
 
-	// Appends as the service makes them: a few workers, each appending
-	// one small batch per completed trace. Every commit also trims as
-	// many old violations as it adds, since the store is at its limit.
-	// ns/op is meaningless here; read the latency metrics, taken over at
-	// least 3000 appends.
+	// Appends as the service makes them; every commit also trims as many
+	// old violations as it adds, since the store is at its limit.
 	next := n
 	appendLatency := func(b *testing.B, workers int, pause time.Duration) {
-		count := max(b.N, 3000)
-		lat := make([]time.Duration, count)
-		var k atomic.Int64
-		var wg sync.WaitGroup
-		b.ResetTimer()
-		for w := 0; w < workers; w++ {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				r := rand.New(rand.NewPCG(uint64(w), 1))
-				for {
-					i := int(k.Add(1)) - 1
-					if i >= count {
-						return
-					}
-					batch := []violations.Violation{
-						benchViolation(next+2*i, time.Now()),
-						benchViolation(next+2*i+1, time.Now()),
-					}
-					t0 := time.Now()
-					if err := s.AppendViolations(bg, batch); err != nil {
-						b.Error(err)
-						return
-					}
-					lat[i] = time.Since(t0)
-					if pause > 0 {
-						time.Sleep(time.Duration(r.Int64N(int64(2 * pause))))
-					}
-				}
-			}()
-		}
-		wg.Wait()
-		elapsed := b.Elapsed()
-		next += 2 * count
-		slices.Sort(lat)
-		b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
-		b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99-ms")
-		b.ReportMetric(float64(lat[len(lat)-1].Microseconds())/1000, "max-ms")
-		b.ReportMetric(float64(count)/elapsed.Seconds(), "batches/s")
+		next += storetest.BenchAppendLatency(b, s, next, workers, pause)
 	}
 	b.Run("Append/8workers-paced", func(b *testing.B) { appendLatency(b, 8, 15*time.Millisecond) })
 	b.Run("Append/16workers-saturated", func(b *testing.B) { appendLatency(b, 16, 0) })
