@@ -1,6 +1,11 @@
 package violations
 
-import "time"
+import (
+	"errors"
+	"fmt"
+	"math"
+	"time"
+)
 
 // Violation is one recorded breach of a rule by a trace, as stored,
 // listed and exported.
@@ -36,4 +41,42 @@ type Page struct {
 	Violations []Violation
 	TotalCount int    // every match, not just this page
 	NextCursor string // empty on the last page
+}
+
+// MaxIDBytes bounds a violation ID; stores use it in keys and cursors.
+const MaxIDBytes = 512
+
+// CheckStorable reports why a store cannot keep v: every store keys
+// violations by timestamp (Unix nanoseconds) and ID, so both must be set
+// and fit.
+func (v *Violation) CheckStorable() error {
+	switch {
+	case v.ID == "":
+		return errors.New("id is empty")
+	case len(v.ID) > MaxIDBytes:
+		return fmt.Errorf("id is %d bytes, more than %d", len(v.ID), MaxIDBytes)
+	case v.Timestamp.IsZero():
+		return errors.New("timestamp is not set")
+	case v.Timestamp.Before(minTime) || v.Timestamp.After(maxTime):
+		return fmt.Errorf("timestamp %s is out of range", v.Timestamp)
+	}
+	return nil
+}
+
+// The instants Unix nanoseconds can express.
+var (
+	minTime = time.Unix(0, math.MinInt64)
+	maxTime = time.Unix(0, math.MaxInt64)
+)
+
+// UnixNano is t in Unix nanoseconds, clamped to the int64 range (a cutoff
+// or query bound far in the past or future stays ordered).
+func UnixNano(t time.Time) int64 {
+	switch {
+	case t.Before(minTime):
+		return math.MinInt64
+	case t.After(maxTime):
+		return math.MaxInt64
+	}
+	return t.UnixNano()
 }

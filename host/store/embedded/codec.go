@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/betracehq/betrace/host/store"
 	"github.com/betracehq/betrace/host/violations"
@@ -29,7 +28,6 @@ import (
 const (
 	valueFormat  = 1
 	cursorFormat = 1
-	maxIDLen     = 512
 )
 
 // ErrBadCursor is wrapped by QueryViolations when Query.Cursor was not
@@ -60,21 +58,9 @@ type pending struct {
 	severity, ruleID, traceID string
 }
 
-var (
-	minTime = time.Unix(0, -1<<63)
-	maxTime = time.Unix(0, 1<<63-1)
-)
-
 func encodeViolation(v *violations.Violation) (pending, error) {
-	switch {
-	case v.ID == "":
-		return pending{}, errors.New("id is empty")
-	case len(v.ID) > maxIDLen:
-		return pending{}, fmt.Errorf("id is %d bytes, more than %d", len(v.ID), maxIDLen)
-	case v.Timestamp.IsZero():
-		return pending{}, errors.New("timestamp is not set")
-	case v.Timestamp.Before(minTime) || v.Timestamp.After(maxTime):
-		return pending{}, fmt.Errorf("timestamp %s is out of range", v.Timestamp)
+	if err := v.CheckStorable(); err != nil {
+		return pending{}, err
 	}
 	body, err := json.Marshal(v)
 	if err != nil {
@@ -148,7 +134,7 @@ func decodeCursor(s string) (ts int64, id []byte, err error) {
 	if b[0] != cursorFormat {
 		return 0, nil, fmt.Errorf("%w: unknown format %d", ErrBadCursor, b[0])
 	}
-	if len(b)-9 > maxIDLen {
+	if len(b)-9 > violations.MaxIDBytes {
 		return 0, nil, fmt.Errorf("%w: %d bytes is too long", ErrBadCursor, len(b))
 	}
 	ts, id, _ = splitKey(b[1:])

@@ -427,7 +427,7 @@ func TestAppendValidation(t *testing.T) {
 	for name, bad := range map[string]violations.Violation{
 		"empty id":  viol("a", now),
 		"zero time": viol("a2", time.Time{}),
-		"long id":   viol(strings.Repeat("a", maxIDLen+1), now),
+		"long id":   viol(strings.Repeat("a", violations.MaxIDBytes+1), now),
 		"far past":  viol("a3", time.Date(1600, 1, 1, 0, 0, 0, 0, time.UTC)),
 	} {
 		if name == "empty id" {

@@ -174,17 +174,7 @@ func (s *Store) drain() {
 
 // cutoff is the timestamp (Unix ns) before which violations are too old.
 func (s *Store) cutoff() int64 {
-	return clampNano(s.now().Add(-s.cfg.MaxViolationAge))
-}
-
-func clampNano(t time.Time) int64 {
-	switch {
-	case t.Before(minTime):
-		return math.MinInt64
-	case t.After(maxTime):
-		return math.MaxInt64
-	}
-	return t.UnixNano()
+	return violations.UnixNano(s.now().Add(-s.cfg.MaxViolationAge))
 }
 
 // commit writes batch and the deletions retention asks for (at most
@@ -370,10 +360,10 @@ func (s *Store) QueryViolations(ctx context.Context, q violations.Query) (violat
 	x := s.idx
 	lo, hi := pos{}, x.end()
 	if !q.Start.IsZero() {
-		lo = x.search(clampNano(q.Start), nil)
+		lo = x.search(violations.UnixNano(q.Start), nil)
 	}
 	if !q.End.IsZero() {
-		if end := clampNano(q.End); end < math.MaxInt64 {
+		if end := violations.UnixNano(q.End); end < math.MaxInt64 {
 			hi = x.search(end+1, nil)
 		}
 	}

@@ -9,7 +9,6 @@ import (
 	"math"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/betracehq/betrace/host/store"
 	"github.com/betracehq/betrace/host/violations"
@@ -26,7 +25,6 @@ const (
 	// long; the rest goes in the next appends or Trim calls.
 	trimBudget = 10_000
 
-	maxIDLen     = 512
 	tsDigits     = 20 // digits of a uint64
 	valueFormat  = '1'
 	cursorFormat = '1'
@@ -35,21 +33,6 @@ const (
 // ErrBadCursor is wrapped by QueryViolations when Query.Cursor was not
 // made by this store.
 var ErrBadCursor = fmt.Errorf("bad cursor: %w", store.ErrBadCursor)
-
-var (
-	minTime = time.Unix(0, math.MinInt64)
-	maxTime = time.Unix(0, math.MaxInt64)
-)
-
-func clampNano(t time.Time) int64 {
-	switch {
-	case t.Before(minTime):
-		return math.MinInt64
-	case t.After(maxTime):
-		return math.MaxInt64
-	}
-	return t.UnixNano()
-}
 
 // tsKey is a timestamp (Unix ns) as 20 decimal digits, sign bit flipped,
 // so that byte order is time order.
@@ -150,7 +133,7 @@ func decodeCursor(s string) (string, error) {
 		return "", fmt.Errorf("%w: %d bytes is too short", ErrBadCursor, len(b))
 	case b[0] != cursorFormat:
 		return "", fmt.Errorf("%w: unknown format", ErrBadCursor)
-	case len(b) > 1+tsDigits+1+maxIDLen:
+	case len(b) > 1+tsDigits+1+violations.MaxIDBytes:
 		return "", fmt.Errorf("%w: %d bytes is too long", ErrBadCursor, len(b))
 	case b[1+tsDigits] != ':':
 		return "", fmt.Errorf("%w: malformed", ErrBadCursor)
@@ -165,15 +148,8 @@ func decodeCursor(s string) (string, error) {
 type pending struct{ key, val string }
 
 func encodeViolation(v *violations.Violation) (pending, error) {
-	switch {
-	case v.ID == "":
-		return pending{}, errors.New("id is empty")
-	case len(v.ID) > maxIDLen:
-		return pending{}, fmt.Errorf("id is %d bytes, more than %d", len(v.ID), maxIDLen)
-	case v.Timestamp.IsZero():
-		return pending{}, errors.New("timestamp is not set")
-	case v.Timestamp.Before(minTime) || v.Timestamp.After(maxTime):
-		return pending{}, fmt.Errorf("timestamp %s is out of range", v.Timestamp)
+	if err := v.CheckStorable(); err != nil {
+		return pending{}, err
 	}
 	body, err := json.Marshal(v)
 	if err != nil {
@@ -194,7 +170,7 @@ type group struct {
 
 // cutoffKey is the tsKey before which violations are too old.
 func (s *Store) cutoffKey() string {
-	return tsKey(clampNano(s.now().Add(-s.cfg.MaxViolationAge)))
+	return tsKey(violations.UnixNano(s.now().Add(-s.cfg.MaxViolationAge)))
 }
 
 // AppendViolations stores a batch in one script, so atomically: all of it
@@ -355,10 +331,10 @@ func (s *Store) QueryViolations(ctx context.Context, q violations.Query) (violat
 	// trimmed.
 	lo, hi := s.cutoffKey(), ""
 	if !q.Start.IsZero() {
-		lo = max(lo, tsKey(clampNano(q.Start)))
+		lo = max(lo, tsKey(violations.UnixNano(q.Start)))
 	}
 	if !q.End.IsZero() {
-		if end := clampNano(q.End); end < math.MaxInt64 {
+		if end := violations.UnixNano(q.End); end < math.MaxInt64 {
 			hi = tsKey(end + 1)
 		}
 	}

@@ -368,7 +368,7 @@ func TestBadCursor(t *testing.T) {
 		"unknown format": base64.RawURLEncoding.EncodeToString([]byte("2" + tsKey(1) + ":a")),
 		"no separator":   base64.RawURLEncoding.EncodeToString([]byte("1" + tsKey(1) + "-a")),
 		"not digits":     base64.RawURLEncoding.EncodeToString([]byte("1" + strings.Repeat("x", 20) + ":a")),
-		"too long":       base64.RawURLEncoding.EncodeToString([]byte("1" + tsKey(1) + ":" + strings.Repeat("a", maxIDLen+1))),
+		"too long":       base64.RawURLEncoding.EncodeToString([]byte("1" + tsKey(1) + ":" + strings.Repeat("a", violations.MaxIDBytes+1))),
 		"embedded store": base64.RawURLEncoding.EncodeToString([]byte("\x01\x80\x00\x00\x00\x00\x00\x00\x01a")),
 	} {
 		_, err := s.QueryViolations(bg, violations.Query{Limit: 2, Cursor: c})
@@ -389,7 +389,7 @@ func TestBadViolations(t *testing.T) {
 	now := time.Now()
 	for name, v := range map[string]violations.Violation{
 		"no id":        viol("", now, "r", traceA),
-		"long id":      viol(strings.Repeat("x", maxIDLen+1), now, "r", traceA),
+		"long id":      viol(strings.Repeat("x", violations.MaxIDBytes+1), now, "r", traceA),
 		"no timestamp": viol("a", time.Time{}, "r", traceA),
 		"far future":   viol("a", time.Date(3000, 1, 1, 0, 0, 0, 0, time.UTC), "r", traceA),
 	} {
