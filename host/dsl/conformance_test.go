@@ -146,7 +146,15 @@ func TestConformance(t *testing.T) {
 	dir := filepath.Join(root, "..", "shared", "conformance", "upstream-examples")
 	files, _ := filepath.Glob(filepath.Join(dir, "*.yaml"))
 	if len(files) == 0 {
-		t.Fatalf("no upstream examples: looked for %s", filepath.Join(dir, "*.yaml"))
+		// The corpus is the earlier project's examples, kept beside the
+		// repository rather than in it. A fresh clone has no copy, so this
+		// one test skips there; CI always has it and sets
+		// BETRACE_REQUIRE_CONFORMANCE so that its absence fails.
+		msg := fmt.Sprintf("no upstream example rules at %s (the conformance corpus is not shipped with BeTrace)", filepath.Join(dir, "*.yaml"))
+		if os.Getenv("BETRACE_REQUIRE_CONFORMANCE") != "" {
+			t.Fatal(msg + "; BETRACE_REQUIRE_CONFORMANCE is set, so it must be present")
+		}
+		t.Skip(msg + "; set BETRACE_REQUIRE_CONFORMANCE=1 to make this a failure")
 	}
 	sort.Strings(files)
 	var rows []confRow
