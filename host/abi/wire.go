@@ -3,6 +3,7 @@ package abi
 import (
 	"errors"
 	"fmt"
+	"unsafe"
 
 	"github.com/betracehq/betrace/api/abiv1"
 	"github.com/betracehq/betrace/host/traces"
@@ -14,8 +15,15 @@ var ErrMalformedSpans = errors.New("malformed encoded spans")
 // Decode reads spans back from the ABI layout. Instances use the layout as
 // their wire format when they forward spans to the owner of a trace: it is
 // compact, already written and already tested, and the receiver needs no
-// pdata. Spans of one resource share one ResourceAttrs slice again. The
-// input is untrusted; every offset is checked.
+// pdata.
+//
+// The input is untrusted; every offset is checked, and nothing it says can
+// make the result larger than a small multiple of the input (DecodedBytes):
+// the string table becomes one string that every name, key and value is a
+// substring of, and the attribute table is decoded once, each span's
+// attributes a sub-slice of it. A buffer whose spans all reference the whole
+// string table or all of the attributes costs no more than one that does
+// not. Spans of one resource share one ResourceAttrs slice again.
 func Decode(b []byte) ([]traces.Span, error) {
 	if len(b) < abiv1.HeaderSize || le.Uint32(b[abiv1.HeaderMagic:]) != abiv1.Magic || le.Uint32(b[abiv1.HeaderVersion:]) != abiv1.Version {
 		return nil, fmt.Errorf("%w: not an ABI v1 buffer", ErrMalformedSpans)
@@ -29,13 +37,34 @@ func Decode(b []byte) ([]traces.Span, error) {
 	if !within(len(b), spanTable, n, abiv1.SpanSize) || !within(len(b), attrTable, attrCount, abiv1.AttrSize) || !within(len(b), strTable, strSize, 1) {
 		return nil, fmt.Errorf("%w: a table runs past the end of the buffer", ErrMalformedSpans)
 	}
-	strs := b[strTable : strTable+strSize]
+	strs := string(b[strTable : strTable+strSize])
 	str := func(ref []byte) (string, error) {
-		off, l := int(le.Uint32(ref)), int(le.Uint32(ref[4:]))
-		if off < 0 || l < 0 || off+l > len(strs) {
+		off, l := uint64(le.Uint32(ref)), uint64(le.Uint32(ref[4:]))
+		if off+l > uint64(len(strs)) {
 			return "", fmt.Errorf("%w: string reference past the string table", ErrMalformedSpans)
 		}
-		return string(strs[off : off+l]), nil
+		return strs[off : off+l], nil
+	}
+	var table []traces.Attr
+	if attrCount > 0 {
+		table = make([]traces.Attr, attrCount)
+	}
+	for i := range table {
+		r := b[attrTable+i*abiv1.AttrSize:]
+		key, err := str(r[abiv1.AttrKey:])
+		if err != nil {
+			return nil, err
+		}
+		a := traces.Attr{Key: key, Type: r[abiv1.AttrType]}
+		switch a.Type {
+		case abiv1.ValueString, abiv1.ValueBytes, abiv1.ValueArray, abiv1.ValueMap:
+			if a.Str, err = str(r[abiv1.AttrValue:]); err != nil {
+				return nil, err
+			}
+		default:
+			a.Num = le.Uint64(r[abiv1.AttrValue:])
+		}
+		table[i] = a
 	}
 	attrs := func(start, count uint32) ([]traces.Attr, error) {
 		if uint64(start)+uint64(count) > uint64(attrCount) {
@@ -44,28 +73,10 @@ func Decode(b []byte) ([]traces.Span, error) {
 		if count == 0 {
 			return nil, nil
 		}
-		out := make([]traces.Attr, count)
-		for i := range out {
-			r := b[attrTable+int(start+uint32(i))*abiv1.AttrSize:]
-			key, err := str(r[abiv1.AttrKey:])
-			if err != nil {
-				return nil, err
-			}
-			a := traces.Attr{Key: key, Type: r[abiv1.AttrType]}
-			switch a.Type {
-			case abiv1.ValueString, abiv1.ValueBytes, abiv1.ValueArray, abiv1.ValueMap:
-				if a.Str, err = str(r[abiv1.AttrValue:]); err != nil {
-					return nil, err
-				}
-			default:
-				a.Num = le.Uint64(r[abiv1.AttrValue:])
-			}
-			out[i] = a
-		}
-		return out, nil
+		end := start + count
+		return table[start:end:end], nil // full slice: an append never writes into a neighbour
 	}
 	spans := make([]traces.Span, n)
-	resources := map[uint64][]traces.Attr{}
 	for i := range spans {
 		r := b[spanTable+i*abiv1.SpanSize:]
 		s := &spans[i]
@@ -88,18 +99,20 @@ func Decode(b []byte) ([]traces.Span, error) {
 		if s.Attrs, err = attrs(le.Uint32(r[abiv1.SpanAttrStart:]), le.Uint32(r[abiv1.SpanAttrCount:])); err != nil {
 			return nil, err
 		}
-		rs, rc := le.Uint32(r[abiv1.SpanResAttrStart:]), le.Uint32(r[abiv1.SpanResAttrCount:])
-		key := uint64(rs)<<32 | uint64(rc)
-		res, ok := resources[key]
-		if !ok {
-			if res, err = attrs(rs, rc); err != nil {
-				return nil, err
-			}
-			resources[key] = res
+		if s.ResourceAttrs, err = attrs(le.Uint32(r[abiv1.SpanResAttrStart:]), le.Uint32(r[abiv1.SpanResAttrCount:])); err != nil {
+			return nil, err
 		}
-		s.ResourceAttrs = res
 	}
 	return spans, nil
+}
+
+// DecodedBytes is the most memory Decode's result can hold for an input of
+// inputBytes: each span and attribute record grows by less than its Go form
+// over its wire form, and the string table is copied once.
+func DecodedBytes(inputBytes int) int {
+	const spanGrowth = (int(unsafe.Sizeof(traces.Span{})) + abiv1.SpanSize - 1) / abiv1.SpanSize
+	const attrGrowth = (int(unsafe.Sizeof(traces.Attr{})) + abiv1.AttrSize - 1) / abiv1.AttrSize
+	return (max(spanGrowth, attrGrowth) + 1) * inputBytes
 }
 
 func within(total, off, count, size int) bool {
