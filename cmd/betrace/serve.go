@@ -127,6 +127,10 @@ func options() []option {
 			c.Cluster.AdvertiseAddr = v
 			return nil
 		}},
+		{"cluster-token", "BETRACE_CLUSTER_TOKEN", "", "bearer token instances present to each other on /internal routes (empty: one random token shared through Redis)", true, func(c *service.Config, v string) error {
+			c.Cluster.Token = v
+			return nil
+		}},
 		{"shutdown-timeout", "BETRACE_SHUTDOWN_TIMEOUT", "10s", "how long a graceful shutdown may take", false, duration(func(c *service.Config) *time.Duration { return &c.ShutdownTimeout })},
 		{"memory-limit", "BETRACE_MEMORY_LIMIT", "768MiB", "soft limit of the Go heap (GOMEMLIMIT wins when set); the GC works harder near it", false, func(c *service.Config, v string) error {
 			n, err := parseBytes(v)

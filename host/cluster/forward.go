@@ -3,7 +3,6 @@ package cluster
 import (
 	"bytes"
 	"context"
-	"crypto/subtle"
 	"errors"
 	"fmt"
 	"io"
@@ -11,16 +10,32 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/betracehq/betrace/host/abi"
+	"github.com/betracehq/betrace/host/internal/bearer"
 	"github.com/betracehq/betrace/host/traces"
 )
 
 // ForwardPath is where an instance accepts spans forwarded by its peers.
 const ForwardPath = "/internal/v1/spans"
+
+const (
+	// MaxForwardBody is the largest forwarded request an instance reads.
+	// Decoded, a body takes at most abi.DecodedBytes of it (about 3×).
+	MaxForwardBody = 32 << 20
+	// splitForwardBody is where a sender halves a batch, well under
+	// MaxForwardBody so that a batch of large spans still goes through.
+	splitForwardBody = MaxForwardBody / 2
+	// forwardDecodes is how many forwarded bodies one instance reads and
+	// decodes at once; more wait their sender's retry (429). With
+	// MaxForwardBody it bounds what forwarding can hold in memory to about
+	// forwardDecodes × 4 × MaxForwardBody, whoever sends.
+	forwardDecodes = 4
+)
 
 // Sink takes spans into this instance's assembler.
 type Sink func(ctx context.Context, spans []traces.Span) error
@@ -31,8 +46,9 @@ type ForwardConfig struct {
 	QueueSpans int
 	// BatchSpans is the most spans in one forwarded request. Default 2,000.
 	BatchSpans int
-	// Token authenticates forwarded requests (the ingest token); empty: open.
-	Token string
+	// Token authenticates instances to each other (SetToken changes it).
+	// Required: the zero Token refuses every forwarded request.
+	Token bearer.Token
 	// Timeout bounds one forwarded request. Default 5s.
 	Timeout time.Duration
 }
@@ -47,6 +63,9 @@ type Router struct {
 	client  *http.Client
 	logger  *slog.Logger
 	metrics *forwardMetrics
+
+	decodes chan struct{} // forwardDecodes slots for incoming bodies
+	token   atomic.Pointer[bearer.Token]
 
 	mu     sync.Mutex
 	peers  map[string]*peer // by member ID
@@ -73,9 +92,16 @@ func NewRouter(cfg ForwardConfig, members *Membership, local Sink, logger *slog.
 	if cfg.Timeout == 0 {
 		cfg.Timeout = 5 * time.Second
 	}
-	return &Router{cfg: cfg, members: members, local: local, logger: logger, metrics: newForwardMetrics(reg),
-		client: &http.Client{Timeout: cfg.Timeout}, peers: map[string]*peer{}}
+	r := &Router{cfg: cfg, members: members, local: local, logger: logger, metrics: newForwardMetrics(reg),
+		client: &http.Client{Timeout: cfg.Timeout}, peers: map[string]*peer{}, decodes: make(chan struct{}, forwardDecodes)}
+	r.SetToken(cfg.Token)
+	return r
 }
+
+// SetToken changes the cluster token the router sends and accepts, when
+// the one shared through Redis changed (Redis lost its data and another
+// instance stored a new one first).
+func (r *Router) SetToken(t bearer.Token) { r.token.Store(&t) }
 
 // Route delivers spans: peers' shares are queued first (refused whole with
 // traces.ErrFull when a queue is full, so the client retries), then this
@@ -220,16 +246,23 @@ func (r *Router) reroute(spans []traces.Span) {
 	}
 }
 
+// post sends spans to a peer, halving a batch whose encoding is too large
+// for the peer to take (a few thousand very large spans).
 func (r *Router) post(m Member, spans []traces.Span) error {
 	body := abi.NewEncoder().Encode(spans, 0)
+	if len(body) > splitForwardBody && len(spans) > 1 {
+		half := len(spans) / 2
+		if err := r.post(m, spans[:half]); err != nil {
+			return err
+		}
+		return r.post(m, spans[half:])
+	}
 	req, err := http.NewRequest(http.MethodPost, "http://"+m.Addr+ForwardPath, bytes.NewReader(body))
 	if err != nil {
 		return err
 	}
 	req.Header.Set("Content-Type", "application/x-betrace-spans")
-	if r.cfg.Token != "" {
-		req.Header.Set("Authorization", "Bearer "+r.cfg.Token)
-	}
+	req.Header.Set("Authorization", r.token.Load().Header())
 	resp, err := r.client.Do(req)
 	if err != nil {
 		return err
@@ -245,20 +278,39 @@ func (r *Router) post(m Member, spans []traces.Span) error {
 // Handler accepts spans a peer forwarded. They go straight to the local
 // sink: the sender already decided this instance owns them, and routing
 // them again could bounce spans between instances whose views differ.
+//
+// Only peers holding the cluster token may send: there is no open mode.
+// At most forwardDecodes bodies are read at once, each at most
+// MaxForwardBody, so a flood of forwarded batches is answered 429 (the
+// sender retries) rather than held in memory.
 func (r *Router) Handler() http.Handler {
-	want := []byte("Bearer " + r.cfg.Token)
 	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		if req.Method != http.MethodPost {
 			http.Error(w, "POST only", http.StatusMethodNotAllowed)
 			return
 		}
-		if r.cfg.Token != "" && subtle.ConstantTimeCompare([]byte(req.Header.Get("Authorization")), want) != 1 {
-			http.Error(w, "invalid token", http.StatusUnauthorized)
+		if !r.token.Load().Match(req.Header.Get("Authorization")) {
+			http.Error(w, "invalid or missing cluster token (BETRACE_CLUSTER_TOKEN, or the one shared through Redis)", http.StatusUnauthorized)
 			return
 		}
-		body, err := io.ReadAll(http.MaxBytesReader(w, req.Body, 64<<20))
+		if req.ContentLength > MaxForwardBody {
+			http.Error(w, fmt.Sprintf("forwarded body of %d bytes is over the %d-byte limit", req.ContentLength, MaxForwardBody), http.StatusRequestEntityTooLarge)
+			return
+		}
+		select {
+		case r.decodes <- struct{}{}:
+			defer func() { <-r.decodes }()
+		default:
+			http.Error(w, "busy decoding other forwarded batches; retry", http.StatusTooManyRequests)
+			return
+		}
+		body, err := io.ReadAll(http.MaxBytesReader(w, req.Body, MaxForwardBody))
 		if err != nil {
-			http.Error(w, "read body: "+err.Error(), http.StatusBadRequest)
+			status := http.StatusBadRequest
+			if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
+				status = http.StatusRequestEntityTooLarge
+			}
+			http.Error(w, "read body: "+err.Error(), status)
 			return
 		}
 		spans, err := abi.Decode(body)

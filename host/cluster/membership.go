@@ -2,7 +2,9 @@ package cluster
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"hash/fnv"
@@ -15,6 +17,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/betracehq/betrace/host/internal/bearer"
 )
 
 // Config sets how an instance joins the cluster.
@@ -31,7 +35,15 @@ type Config struct {
 	MemberTTL time.Duration
 	// Timeout bounds each Redis call. Default 1s.
 	Timeout time.Duration
+	// Token authenticates instances to each other on the internal routes.
+	// Empty: the cluster shares one random token through Redis (TokenKey),
+	// created by the first instance that needs it.
+	Token string
 }
+
+// TokenKey is the Redis key, under the prefix, of the shared cluster token
+// used when Config.Token is empty.
+const TokenKey = "cluster:token"
 
 // Partitions is the fixed number of trace partitions. A trace ID maps to a
 // partition forever; only the owner of a partition changes with membership.
@@ -58,7 +70,45 @@ func (c Config) Validate() error {
 	if c.Timeout <= 0 || c.Timeout >= c.Heartbeat {
 		errs = append(errs, fmt.Errorf("cluster: redis timeout %s must be positive and below the heartbeat %s", c.Timeout, c.Heartbeat))
 	}
+	if c.Token != "" {
+		if _, err := bearer.Parse("BETRACE_CLUSTER_TOKEN", c.Token); err != nil {
+			errs = append(errs, fmt.Errorf("cluster: %w", err))
+		}
+	}
 	return errors.Join(errs...)
+}
+
+// SharedToken returns the cluster token: cfg.Token when set, otherwise the
+// one stored in Redis under TokenKey. When none is stored, it stores held
+// (the token this instance already uses, so that a Redis that lost its
+// data gets it back), or 32 random bytes when held is the zero Token.
+// Every instance of a cluster must use the same one; the stored token
+// never expires, and an operator rotates it by setting BETRACE_CLUSTER_TOKEN
+// on every instance (or deleting the key and restarting them all).
+func SharedToken(ctx context.Context, client redis.UniversalClient, cfg Config, held bearer.Token) (bearer.Token, error) {
+	if cfg.Token != "" {
+		return bearer.Parse("BETRACE_CLUSTER_TOKEN", cfg.Token)
+	}
+	v := held.Value()
+	if v == "" {
+		var seed [32]byte
+		rand.Read(seed[:])
+		v = hex.EncodeToString(seed[:])
+	}
+	key := cfg.Prefix + TokenKey
+	// SET NX … GET would be one round trip but needs Redis 7; we support 6.2.
+	if err := client.SetNX(ctx, key, v, 0).Err(); err != nil {
+		return bearer.Token{}, fmt.Errorf("cluster: create the shared cluster token in Redis (%s): %w; or set BETRACE_CLUSTER_TOKEN", key, err)
+	}
+	stored, err := client.Get(ctx, key).Result()
+	if err != nil {
+		return bearer.Token{}, fmt.Errorf("cluster: read the shared cluster token from Redis (%s): %w; or set BETRACE_CLUSTER_TOKEN", key, err)
+	}
+	t, err := bearer.Parse(key, stored)
+	if err != nil {
+		return bearer.Token{}, fmt.Errorf("cluster: the token stored in Redis is unusable: %w; delete %s and restart the instances, or set BETRACE_CLUSTER_TOKEN", err, key)
+	}
+	return t, nil
 }
 
 // Member is one live instance.

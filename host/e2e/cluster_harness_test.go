@@ -22,6 +22,7 @@ import (
 	"go.opentelemetry.io/collector/pdata/ptrace/ptraceotlp"
 	"google.golang.org/grpc"
 
+	"github.com/betracehq/betrace/host/abi"
 	"github.com/betracehq/betrace/host/cluster"
 	"github.com/betracehq/betrace/host/internal/redistest"
 )
@@ -583,4 +584,33 @@ func (s *sender) traces() []sentTrace {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return slices.Clone(s.sent)
+}
+
+// checkForwardAuth checks that the route peers forward spans on takes only
+// the cluster token the members share through Redis: no ingest token is
+// set, and the route is still closed to anyone else.
+func (c *testCluster) checkForwardAuth(t testing.TB) {
+	t.Helper()
+	token, err := c.redis.Client().Get(context.Background(), c.prefix+cluster.TokenKey).Result()
+	if err != nil {
+		t.Fatalf("the members shared no cluster token in Redis: %v", err)
+	}
+	body := abi.NewEncoder().Encode(nil, 0)
+	for _, tc := range []struct {
+		auth string
+		want int
+	}{{"", http.StatusUnauthorized}, {"Bearer wrong", http.StatusUnauthorized}, {"bearer " + token, http.StatusOK}} {
+		req, _ := http.NewRequest(http.MethodPost, c.nodes[0].base+cluster.ForwardPath, bytes.NewReader(body))
+		if tc.auth != "" {
+			req.Header.Set("Authorization", tc.auth)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != tc.want {
+			t.Errorf("POST %s with Authorization %.12q…: %d, want %d", cluster.ForwardPath, tc.auth, resp.StatusCode, tc.want)
+		}
+	}
 }

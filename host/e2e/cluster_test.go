@@ -46,6 +46,7 @@ func TestClusterRules(t *testing.T) {
 			t.Errorf("%s lists %v, want [%s]", c.ids[i], ids, rule)
 		}
 	}
+	c.checkForwardAuth(t)
 
 	// One violating trace owned by each member, sent to that member: each
 	// member evaluates one trace with the rule it never received itself.

@@ -11,6 +11,7 @@ import (
 
 	"github.com/betracehq/betrace/host/cluster"
 	"github.com/betracehq/betrace/host/evaluation"
+	"github.com/betracehq/betrace/host/internal/bearer"
 	"github.com/betracehq/betrace/host/registry"
 	"github.com/betracehq/betrace/host/store/redisstore"
 )
@@ -27,6 +28,7 @@ type clustered struct {
 	store   *redisstore.Store
 	client  *redis.Client
 	members *cluster.Membership
+	token   bearer.Token // authenticates this instance to its peers
 	router  *cluster.Router
 	spool   *cluster.Spool
 	rules   *registry.Registry
@@ -55,13 +57,19 @@ func newClustered(cfg Config, logger *slog.Logger, reg prometheus.Registerer, no
 	client := redis.NewClient(opts)
 	cl := cfg.Cluster
 	cl.Prefix = cfg.Redis.Prefix
+	token, err := cluster.SharedToken(ctx, client, cl, bearer.Token{})
+	if err != nil {
+		st.Close()
+		client.Close()
+		return nil, err
+	}
 	members, err := cluster.NewMembership(cl, client, logger.With("component", "cluster"), reg, now)
 	if err != nil {
 		st.Close()
 		client.Close()
 		return nil, err
 	}
-	c := &clustered{cfg: cfg, store: st, client: client, members: members, logger: logger.With("component", "cluster"), now: now,
+	c := &clustered{cfg: cfg, store: st, client: client, members: members, token: token, logger: logger.With("component", "cluster"), now: now,
 		spool: cluster.NewSpool(st.AppendViolations, 0, logger.With("component", "cluster"), reg),
 		syncLag: prometheus.NewGauge(prometheus.GaugeOpts{Name: "betrace_rule_sync_lag_seconds",
 			Help: "Time from a rule change anywhere in the cluster until this instance applied it (last change seen)."}),
@@ -120,6 +128,9 @@ func (c *clustered) syncLoop() {
 			cancel()
 			continue
 		}
+		if err == nil {
+			err = c.syncToken(ctx)
+		}
 		if err == nil && v != applied {
 			if err = c.rules.Sync(ctx); err == nil {
 				if applied >= 0 {
@@ -133,6 +144,27 @@ func (c *clustered) syncLoop() {
 			c.logger.Debug("rule sync failed; running on cached rules", "err", err)
 		}
 	}
+}
+
+// syncToken keeps the shared cluster token in Redis (stored again if
+// Redis lost it) and adopts the stored one if another instance got there
+// first, so forwarding heals within a poll after Redis restarts empty.
+func (c *clustered) syncToken(ctx context.Context) error {
+	if c.cfg.Cluster.Token != "" {
+		return nil
+	}
+	cl := c.cfg.Cluster
+	cl.Prefix = c.cfg.Redis.Prefix
+	t, err := cluster.SharedToken(ctx, c.client, cl, c.token)
+	if err != nil {
+		return err
+	}
+	if t.Value() != c.token.Value() {
+		c.logger.Warn("the cluster token shared through Redis changed; using the new one")
+		c.token = t
+		c.router.SetToken(t)
+	}
+	return nil
 }
 
 func (c *clustered) observeLag() {

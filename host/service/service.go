@@ -193,7 +193,7 @@ func New(cfg Config, logger *slog.Logger) (*Service, error) {
 	sink := ingest.Sink(s.assembler.Add)
 	handlers := map[string]http.Handler{}
 	if s.cluster != nil {
-		s.cluster.router = cluster.NewRouter(cluster.ForwardConfig{Token: cfg.Ingest.Token}, s.cluster.members, s.assembler.Add, logger.With("component", "cluster"), reg)
+		s.cluster.router = cluster.NewRouter(cluster.ForwardConfig{Token: s.cluster.token}, s.cluster.members, s.assembler.Add, logger.With("component", "cluster"), reg)
 		sink = s.cluster.router.Route
 		handlers[cluster.ForwardPath] = s.cluster.router.Handler()
 	}

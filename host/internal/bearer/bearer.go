@@ -35,6 +35,9 @@ func Parse(name, token string) (Token, error) {
 	return Token{raw: token, digest: sha256.Sum256([]byte(token))}, nil
 }
 
+// Value is the token itself, for storing where peers read it.
+func (t Token) Value() string { return t.raw }
+
 // Header is the Authorization value that presents the token.
 func (t Token) Header() string { return "Bearer " + t.raw }
 

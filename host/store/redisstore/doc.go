@@ -24,6 +24,7 @@
 //	betrace:violations:data          hash     violation key → value (index prefixes, then JSON)
 //	betrace:violations:index         zset     filter prefix + violation key, 4 per violation
 //	betrace:dedup:<rule>:<trace>     string   token of the evaluation that recorded the pair; TTL DedupTTL
+//	betrace:cluster:token            string   bearer token instances forward spans with (package cluster), when BETRACE_CLUSTER_TOKEN is unset
 //
 // A violation's key is its timestamp (Unix nanoseconds, sign bit flipped,
 // as 20 decimal digits), ':' and its ID, so byte order, which Redis uses
