@@ -56,3 +56,17 @@ func TestLoadConfig(t *testing.T) {
 		}
 	}
 }
+
+// A token that cannot survive an Authorization header unchanged is refused
+// at start-up, naming the setting, rather than turning every call into 401.
+func TestLoadConfigRefusesUnusableTokens(t *testing.T) {
+	for _, k := range []string{"BETRACE_API_TOKEN", "BETRACE_INGEST_TOKEN", "BETRACE_CLUSTER_TOKEN"} {
+		for _, v := range []string{"s3cret\n", "two words", "tab\there"} {
+			env := map[string]string{k: v, "BETRACE_REDIS_URL": "redis://127.0.0.1:1/0"}
+			_, _, _, _, err := loadConfig(nil, func(key string) string { return env[key] }, io.Discard)
+			if err == nil || !strings.Contains(err.Error(), k) {
+				t.Errorf("%s=%q: %v, want an error naming %s", k, v, err, k)
+			}
+		}
+	}
+}

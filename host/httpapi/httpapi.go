@@ -2,7 +2,6 @@ package httpapi
 
 import (
 	"context"
-	"crypto/subtle"
 	"log/slog"
 	"net/http"
 	"strconv"
@@ -13,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/betracehq/betrace/host/health"
+	"github.com/betracehq/betrace/host/internal/bearer"
 	"github.com/betracehq/betrace/host/registry"
 	"github.com/betracehq/betrace/host/store"
 )
@@ -100,18 +100,20 @@ func New(cfg Config, deps Deps, logger *slog.Logger, reg prometheus.Registerer) 
 	return r
 }
 
-// authenticate requires the API token when one is configured.
+// authenticate requires the API token when one is configured. A token
+// that bearer.Parse refuses accepts nothing: the service refuses it at
+// start-up, so this only guards a caller that skipped validation.
 func (a *api) authenticate(next http.Handler) http.Handler {
 	if a.cfg.APIToken == "" {
 		return next
 	}
-	want := []byte("Bearer " + a.cfg.APIToken)
+	want, _ := bearer.Parse("BETRACE_API_TOKEN", a.cfg.APIToken)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		got := []byte(r.Header.Get("Authorization"))
-		if subtle.ConstantTimeCompare(got, want) != 1 {
+		got := r.Header.Get("Authorization")
+		if !want.Match(got) {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="betrace"`)
 			msg := "missing bearer token: send Authorization: Bearer <BETRACE_API_TOKEN>"
-			if len(got) > 0 {
+			if got != "" {
 				msg = "invalid bearer token"
 			}
 			writeErrorBody(w, &apiError{status: http.StatusUnauthorized, code: codeUnauthenticated, message: msg})

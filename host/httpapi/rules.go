@@ -284,6 +284,10 @@ func (a *api) readSpec(w http.ResponseWriter, r *http.Request, create bool) (reg
 		if err != nil {
 			return spec, err
 		}
+		if len(body) == 0 {
+			// An empty module would read as "no module" and change nothing.
+			return spec, badRequest("empty " + mediaType + " body: send the compiled rule module's bytes")
+		}
 		spec.Module = body
 		return spec, specFromQuery(&spec, r.URL.Query())
 	case "multipart/form-data":

@@ -6,10 +6,11 @@ import (
 	"log/slog"
 	"math"
 	"net"
-	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/betracehq/betrace/host/internal/bearer"
 )
 
 // Config is the user-set configuration of the receivers. DefaultConfig gives
@@ -72,8 +73,10 @@ func (c Config) Validate() error {
 	if c.RetryAfter <= 0 {
 		errs = append(errs, fmt.Errorf("RetryAfter must be positive, got %v", c.RetryAfter))
 	}
-	if strings.ContainsFunc(c.Token, func(r rune) bool { return r <= ' ' || r == 0x7f }) {
-		errs = append(errs, errors.New("Token must not contain spaces or control characters"))
+	if c.Token != "" {
+		if _, err := bearer.Parse("BETRACE_INGEST_TOKEN", c.Token); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	return errors.Join(errs...)
 }

@@ -2,8 +2,6 @@ package ingest
 
 import (
 	"context"
-	"crypto/sha256"
-	"crypto/subtle"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -19,6 +17,7 @@ import (
 	"google.golang.org/grpc/codes"
 	_ "google.golang.org/grpc/encoding/gzip" // registers the gzip compressor with gRPC
 
+	"github.com/betracehq/betrace/host/internal/bearer"
 	"github.com/betracehq/betrace/host/traces"
 )
 
@@ -37,7 +36,7 @@ type Receiver struct {
 	log   *slog.Logger
 	m     *metrics
 	slots chan struct{} // MaxConcurrentRequests
-	token [sha256.Size]byte
+	token bearer.Token
 	open  bool // no token configured
 
 	closed atomic.Bool // set by Shutdown: requests get 503
@@ -70,7 +69,11 @@ func New(cfg Config, sink Sink, set Settings) (*Receiver, error) {
 		m:     m,
 		slots: make(chan struct{}, cfg.MaxConcurrentRequests),
 		open:  cfg.Token == "",
-		token: sha256.Sum256([]byte(cfg.Token)),
+	}
+	if !r.open {
+		if r.token, err = bearer.Parse("BETRACE_INGEST_TOKEN", cfg.Token); err != nil {
+			return nil, fmt.Errorf("new ingest receiver: %w", err)
+		}
 	}
 	if r.log == nil {
 		r.log = slog.New(slog.DiscardHandler)
@@ -180,17 +183,8 @@ func (r *Receiver) release() {
 }
 
 // authorized reports whether an Authorization value carries the token.
-// Comparing digests keeps the comparison constant-time in the token length.
 func (r *Receiver) authorized(header string) bool {
-	if r.open {
-		return true
-	}
-	scheme, tok, ok := strings.Cut(strings.TrimSpace(header), " ")
-	if !ok || !strings.EqualFold(scheme, "Bearer") {
-		return false
-	}
-	sum := sha256.Sum256([]byte(strings.TrimSpace(tok)))
-	return subtle.ConstantTimeCompare(sum[:], r.token[:]) == 1
+	return r.open || r.token.Match(header)
 }
 
 // result is what became of one decoded request.

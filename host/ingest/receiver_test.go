@@ -240,7 +240,7 @@ func TestConfigValidate(t *testing.T) {
 	}
 	cfg := Config{GRPCAddr: "4317", Token: "a b"}
 	err := cfg.Validate()
-	for _, field := range []string{"GRPCAddr", "MaxRequestBytes", "MaxSpanAttributes", "MaxConcurrentRequests", "RetryAfter", "Token"} {
+	for _, field := range []string{"GRPCAddr", "MaxRequestBytes", "MaxSpanAttributes", "MaxConcurrentRequests", "RetryAfter", "BETRACE_INGEST_TOKEN"} {
 		if err == nil || !strings.Contains(err.Error(), field) {
 			t.Errorf("error %v does not name %s", err, field)
 		}

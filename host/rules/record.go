@@ -120,6 +120,11 @@ func ValidateID(id string) error {
 	if id == "" || len(id) > 128 {
 		return fmt.Errorf("rule id %q must be 1 to 128 characters", id)
 	}
+	if id == "." || id == ".." {
+		// URL paths clean them away: /v1/rules/.. is /v1, so such a rule
+		// could never be read, disabled or deleted.
+		return fmt.Errorf("rule id %q is a path segment of its own: choose another", id)
+	}
 	for _, c := range id {
 		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.') {
 			return fmt.Errorf("rule id %q may contain only letters, digits, '-', '_' and '.'", id)

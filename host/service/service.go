@@ -29,6 +29,7 @@ import (
 	"github.com/betracehq/betrace/host/health"
 	"github.com/betracehq/betrace/host/httpapi"
 	"github.com/betracehq/betrace/host/ingest"
+	"github.com/betracehq/betrace/host/internal/bearer"
 	"github.com/betracehq/betrace/host/registry"
 	"github.com/betracehq/betrace/host/rules"
 	"github.com/betracehq/betrace/host/sandbox"
@@ -102,6 +103,11 @@ func (c Config) Validate() error {
 	}
 	if c.ShutdownTimeout <= 0 {
 		errs = append(errs, errors.New("shutdown timeout must be positive"))
+	}
+	if c.APIToken != "" {
+		if _, err := bearer.Parse("BETRACE_API_TOKEN", c.APIToken); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	add("traces", c.Traces.Validate())
 	add("ingest", c.Ingest.Validate())

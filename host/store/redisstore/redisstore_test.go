@@ -164,6 +164,12 @@ func TestOpenUnreachable(t *testing.T) {
 	if d := time.Since(began); d > 5*300*time.Millisecond {
 		t.Fatalf("open took %v to fail", d)
 	}
+	// TLS asked of a Redis without it says so, rather than only timing out.
+	plain := redistest.Start(t)
+	_, err = Open(bg, Config{URL: "rediss://" + plain.Addr() + "/0", Timeout: 300 * time.Millisecond}, nil)
+	if err == nil || !strings.Contains(err.Error(), "answers without TLS") || !strings.Contains(err.Error(), "redis://") {
+		t.Fatalf("rediss:// to a plain Redis: %v, want an error saying it has no TLS", err)
+	}
 	// The URL's password never appears in an error.
 	_, err = Open(bg, Config{URL: "redis://:s3cret@" + addr + "/0", Timeout: 300 * time.Millisecond}, nil)
 	if err == nil || strings.Contains(err.Error(), "s3cret") {

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"slices"
 	"strconv"
 	"strings"
@@ -122,10 +123,33 @@ func Open(ctx context.Context, cfg Config, now func() time.Time) (*Store, error)
 		if errors.Is(ctx.Err(), context.Canceled) {
 			return nil, fmt.Errorf("redisstore: open: %w", ctx.Err())
 		}
+		if opt.TLSConfig != nil && speaksPlainRedis(ctx, s.addr, cfg.Timeout) {
+			return nil, fmt.Errorf("redisstore: open: BETRACE_REDIS_URL is rediss:// (TLS) but Redis at %s answers without TLS: use redis://, or enable TLS on the server: %w", s.addr, store.ErrUnavailable)
+		}
 		return nil, fmt.Errorf("redisstore: open: cannot reach Redis at %s: %w: %w (check BETRACE_REDIS_URL and that Redis is running and reachable)",
 			s.addr, store.ErrUnavailable, err)
 	}
 	return s, nil
+}
+
+// speaksPlainRedis reports whether addr answers a plain-text PING, to tell
+// a TLS handshake that failed because the server has no TLS (it reads the
+// ClientHello as a command and waits) from one that could not connect.
+func speaksPlainRedis(ctx context.Context, addr string, timeout time.Duration) bool {
+	d := net.Dialer{Timeout: timeout}
+	conn, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return false
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(timeout))
+	if _, err := conn.Write([]byte("PING\r\n")); err != nil {
+		return false
+	}
+	buf := make([]byte, 64)
+	n, _ := conn.Read(buf)
+	// +PONG, or an error such as -NOAUTH: either way a plain RESP reply.
+	return n > 0 && (buf[0] == '+' || buf[0] == '-')
 }
 
 // Addr is the address of the Redis server, from the URL.
