@@ -210,23 +210,85 @@ func (s Span) Ancestors() iter.Seq[Span] {
 
 // Root returns the farthest ancestor of the span that is in the trace, or
 // the span itself if its parent is not. Use IsRoot on the result to tell a
-// complete chain from one cut short by a missing span.
+// complete chain from one cut short by a missing span. Asking it of every
+// span costs O(spans) in all: answers are remembered for the evaluation.
 func (s Span) Root() Span {
-	r := s
-	for a := range s.Ancestors() {
-		r = a
+	s.off()
+	t := s.t
+	memo := t.rootMemo()
+	path := t.path[:0]
+	x, root := s.i, s.i
+	for steps := uint32(0); ; steps++ {
+		if steps > t.n {
+			panic("rule: corrupt trace: parent links form a cycle")
+		}
+		if r := memo[x]; r != 0 {
+			root = r - 1
+			break
+		}
+		path = append(path, x)
+		p := t.link(x, abiv1.SpanParentIndex, "parent index")
+		if p == abiv1.None {
+			root = x
+			break
+		}
+		x = p
 	}
-	return r
+	for _, y := range path {
+		memo[y] = root + 1
+	}
+	t.path = path[:0]
+	return Span{t, root, s.gen}
 }
 
 // HasAncestorNamed reports whether any ancestor of the span has the name.
+// Like Root, it costs O(spans) for all the spans of an evaluation together,
+// for up to eight different names.
 func (s Span) HasAncestorNamed(name string) bool {
-	for a := range s.Ancestors() {
-		if s.t.spanStrEq(a.i, abiv1.SpanName, name) {
-			return true
+	s.off()
+	t := s.t
+	memo := t.nameMemo(name)
+	if memo == nil {
+		for a := range s.Ancestors() {
+			if t.spanStrEq(a.i, abiv1.SpanName, name) {
+				return true
+			}
 		}
+		return false
 	}
-	return false
+	// Walk up until an answer is known; every span on the way has the same
+	// answer, since each one's ancestors are the next one's plus its parent,
+	// whose name did not match.
+	path := t.path[:0]
+	x, has := s.i, false
+	for steps := uint32(0); ; steps++ {
+		if steps > t.n {
+			panic("rule: corrupt trace: parent links form a cycle")
+		}
+		if v := memo[x]; v != 0 {
+			has = v == 2
+			break
+		}
+		path = append(path, x)
+		p := t.link(x, abiv1.SpanParentIndex, "parent index")
+		if p == abiv1.None {
+			break
+		}
+		if t.spanStrEq(p, abiv1.SpanName, name) {
+			has = true
+			break
+		}
+		x = p
+	}
+	v := uint8(1)
+	if has {
+		v = 2
+	}
+	for _, y := range path {
+		memo[y] = v
+	}
+	t.path = path[:0]
+	return has
 }
 
 // Descendants iterates over the span's subtree, depth first, children in

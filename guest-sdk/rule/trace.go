@@ -24,6 +24,15 @@ type Trace struct {
 	reported int    // violations in res
 	dropped  int    // violations Report could not fit within the ABI limits
 
+	// Answers of Span.Root and Span.HasAncestorNamed for this evaluation
+	// (memoGen), so asking them of every span of a deep chain costs O(n)
+	// in all rather than O(n²): a rule cannot tell a 3,000-span chain
+	// from a wide tree by its fuel. Reused across evaluations.
+	memoGen uint32
+	rootOf  []uint32   // span → its Root's index + 1; 0 unknown
+	named   []nameMemo // one per name asked, at most maxNameMemos
+	path    []uint32   // scratch for the walks
+
 	// gen counts evaluations; a Span carries the generation it was made in,
 	// so one kept from an earlier evaluation is caught instead of silently
 	// reading the current trace.
@@ -69,11 +78,75 @@ func (t *Trace) load(in []byte) {
 	t.root, t.flags = root, le32(in, abiv1.HeaderFlags)
 }
 
+// nameMemo holds HasAncestorNamed(name) per span: 0 unknown, 1 no, 2 yes.
+type nameMemo struct {
+	name string
+	has  []uint8
+}
+
+// maxNameMemos bounds the names remembered per evaluation; a rule asking
+// about more names than this walks ancestors for the rest.
+const maxNameMemos = 8
+
+// memos makes the memo tables belong to this evaluation, emptied lazily
+// when a rule first needs them.
+func (t *Trace) memos() {
+	if t.memoGen == t.gen {
+		return
+	}
+	t.memoGen = t.gen
+	t.rootOf = t.rootOf[:0]
+	t.named = t.named[:0]
+}
+
+// rootMemo returns the Root memo, sized to the trace.
+func (t *Trace) rootMemo() []uint32 {
+	t.memos()
+	if len(t.rootOf) == 0 && t.n > 0 {
+		t.rootOf = growClear(t.rootOf, t.n)
+	}
+	return t.rootOf
+}
+
+// nameMemo returns the HasAncestorNamed memo of name, or nil when
+// maxNameMemos others are taken.
+func (t *Trace) nameMemo(name string) []uint8 {
+	t.memos()
+	for i := range t.named {
+		if t.named[i].name == name {
+			return t.named[i].has
+		}
+	}
+	if len(t.named) == maxNameMemos {
+		return nil
+	}
+	if len(t.named) < cap(t.named) {
+		t.named = t.named[:len(t.named)+1] // reuses an earlier evaluation's table
+	} else {
+		t.named = append(t.named, nameMemo{})
+	}
+	m := &t.named[len(t.named)-1]
+	m.name, m.has = name, growClear(m.has, t.n)
+	return m.has
+}
+
+func growClear[T uint8 | uint32](s []T, n uint32) []T {
+	if uint32(cap(s)) < n {
+		s = make([]T, n)
+	}
+	s = s[:n]
+	clear(s)
+	return s
+}
+
 // clear empties t, keeping its result buffer for reuse. Spans of the last
 // evaluation stay invalid until the next load changes the generation.
 func (t *Trace) clear() {
 	t.in, t.strs, t.spans, t.n, t.attrs, t.nattr, t.root, t.flags = nil, nil, 0, 0, 0, 0, abiv1.None, 0
 	t.res, t.reported, t.dropped = t.res[:0], 0, 0
+	for i := range t.named {
+		t.named[i].name = "" // may point into the input
+	}
 }
 
 // corrupt panics about an index field that is out of range.

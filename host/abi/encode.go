@@ -18,6 +18,8 @@ type Encoder struct {
 	order   []uint32
 	spanIdx map[[8]byte]uint32
 	resIdx  map[*traces.Attr]resourceRef
+	visit   []uint8 // per span, for breakCycles
+	broken  int     // parent links breakCycles cut in the last Encode
 }
 
 type resourceRef struct{ start, count uint32 }
@@ -118,6 +120,8 @@ func (e *Encoder) Encode(spans []traces.Span, flags uint32) []byte {
 		le.PutUint32(r[abiv1.SpanResAttrCount:], res.count)
 	}
 
+	e.breakCycles(b[spanTable : spanTable+n*abiv1.SpanSize])
+
 	// Children in start order: walk backwards, pushing each span onto the
 	// front of its parent's list.
 	for pos := n - 1; pos >= 0; pos-- {
@@ -144,6 +148,56 @@ func (e *Encoder) Encode(spans []traces.Span, flags uint32) []byte {
 
 	e.buf = append(b, e.strs...)
 	return e.buf
+}
+
+// BrokenLinks is how many parent links the last Encode cut to make the
+// spans a forest: links that closed a cycle (A's parent is B, B's is A).
+// A self-parent is never linked in the first place and is not counted.
+func (e *Encoder) BrokenLinks() int { return e.broken }
+
+// Visit states of breakCycles.
+const (
+	unvisited = iota
+	onPath    // on the parent chain being walked
+	settled   // known to end at a span without a parent in the trace
+)
+
+// breakCycles cuts parent links until following parents from any span
+// ends, so that rules walking ancestors always stop and every span is in
+// exactly one tree. Senders control span and parent IDs, so a cycle is
+// one request away; rules must not pay for it with a fault. Each span is
+// walked once: O(spans). In each cycle the link of its earliest span (the
+// lowest position) is cut, so that span becomes the top of the tree; it
+// keeps its parent span ID, so rules see a span whose parent is missing,
+// not a root, and the trace's root index is unchanged.
+func (e *Encoder) breakCycles(table []byte) {
+	n := len(table) / abiv1.SpanSize
+	e.broken = 0
+	e.visit = slices.Grow(e.visit[:0], n)[:n]
+	clear(e.visit)
+	parent := func(pos uint32) []byte { return table[int(pos)*abiv1.SpanSize+abiv1.SpanParentIndex:] }
+	for start := range uint32(n) {
+		x := start
+		for x != abiv1.None && e.visit[x] == unvisited {
+			e.visit[x] = onPath
+			x = le.Uint32(parent(x))
+		}
+		if x != abiv1.None && e.visit[x] == onPath {
+			// x is on a cycle of the chain just walked: settle the cycle,
+			// then cut the link of its earliest span.
+			first := x
+			e.visit[x] = settled
+			for y := le.Uint32(parent(x)); y != x; y = le.Uint32(parent(y)) {
+				first = min(first, y)
+				e.visit[y] = settled
+			}
+			le.PutUint32(parent(first), abiv1.None)
+			e.broken++
+		}
+		for y := start; y != abiv1.None && e.visit[y] == onPath; y = le.Uint32(parent(y)) {
+			e.visit[y] = settled
+		}
+	}
 }
 
 // putStr appends s to the string table and writes its StrRef into dst.

@@ -90,6 +90,10 @@ func (e *Evaluator) Evaluate(ctx context.Context, spans []traces.Span, flags uin
 	}
 }
 
+// BrokenLinks is how many parent links the last Evaluate cut because they
+// closed a cycle (abi.Encoder.BrokenLinks): rules always get a forest.
+func (e *Evaluator) BrokenLinks() int { return e.enc.BrokenLinks() }
+
 // SpanAt maps a violation's span index from the last Evaluate back to the
 // index of that span in the slice that was evaluated.
 func (e *Evaluator) SpanAt(index uint32) int { return e.enc.SpanAt(index) }

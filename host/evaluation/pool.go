@@ -183,6 +183,9 @@ func (p *Pool) evaluate(ctx context.Context, ev *Evaluator, j Job, found []viola
 			})
 		}
 	})
+	if n := ev.BrokenLinks(); n > 0 {
+		p.metrics.brokenLinks.Add(float64(n))
+	}
 	return found
 }
 
@@ -213,6 +216,7 @@ type poolMetrics struct {
 	violations         *prometheus.CounterVec
 	queued             prometheus.Gauge
 	completionToStored prometheus.Histogram
+	brokenLinks        prometheus.Counter
 
 	mu    sync.RWMutex
 	rules map[string]*ruleMetrics
@@ -241,9 +245,11 @@ func newPoolMetrics(reg prometheus.Registerer) *poolMetrics {
 			Help: "Completed traces waiting for an evaluation worker."}),
 		completionToStored: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "betrace_violation_record_latency_seconds",
 			Help: "Time from a trace's completion to its violations being stored.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16)}),
+		brokenLinks: prometheus.NewCounter(prometheus.CounterOpts{Name: "betrace_span_parent_cycles_broken_total",
+			Help: "Parent links cut before evaluation because they closed a cycle (A's parent is B, B's is A): the sender's spans were malformed."}),
 		rules: map[string]*ruleMetrics{},
 	}
-	reg.MustRegister(m.duration, m.total, m.faults, m.fuel, m.violations, m.queued, m.completionToStored)
+	reg.MustRegister(m.duration, m.total, m.faults, m.fuel, m.violations, m.queued, m.completionToStored, m.brokenLinks)
 	return m
 }
 

@@ -23,11 +23,15 @@ func check(t *rule.Trace) {
 	if t.Fragment() {
 		return
 	}
+	// Spans are in start order, so the first approval is the earliest:
+	// a call is approved when that one started before it. One look, not a
+	// scan per call, keeps the rule linear in the trace's size.
+	first, approved := t.FindByName("human.approval")
 	for call := range t.SpansNamed("agent.tool_call") {
 		if risk, _ := call.Str("tool.risk"); risk != "high" {
 			continue
 		}
-		if approvedBefore(t, call) {
+		if approved && first.Start() < call.Start() {
 			continue
 		}
 		tool, _ := call.Str("tool.name")
@@ -36,19 +40,6 @@ func check(t *rule.Trace) {
 			rule.Attr("service", call.Service()),
 		)
 	}
-}
-
-// approvedBefore reports whether a human.approval span started before call.
-func approvedBefore(t *rule.Trace, call rule.Span) bool {
-	for a := range t.SpansNamed("human.approval") {
-		if a.Start() < call.Start() {
-			return true
-		}
-		if a.Index() > call.Index() {
-			break // spans are in start order: no later one started earlier
-		}
-	}
-	return false
 }
 
 func main() {}
