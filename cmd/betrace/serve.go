@@ -101,10 +101,18 @@ func options() []option {
 			c.Store.MaxViolations, c.Redis.MaxViolations = n, n
 			return err
 		}},
-		{"quarantine-strikes", "BETRACE_QUARANTINE_STRIKES", "3", "sandbox faults within the window that quarantine a rule", false, func(c *service.Config, v string) error {
+		{"quarantine-strikes", "BETRACE_QUARANTINE_STRIKES", "3", "fewest sandbox faults within the window that quarantine a rule", false, func(c *service.Config, v string) error {
 			n, err := positive(v)
 			c.Quarantine.Strikes = n
 			return err
+		}},
+		{"quarantine-fault-rate", "BETRACE_QUARANTINE_FAULT_RATE", "0.5", "smallest share of a rule's evaluations within the window that must have faulted to quarantine it (0 to 1)", false, func(c *service.Config, v string) error {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil || !(f >= 0 && f <= 1) {
+				return fmt.Errorf("%q is not a share between 0 and 1", v)
+			}
+			c.Quarantine.FaultRate = f
+			return nil
 		}},
 		{"quarantine-window", "BETRACE_QUARANTINE_WINDOW", "1m", "window in which strikes count", false, duration(func(c *service.Config) *time.Duration { return &c.Quarantine.Window })},
 		{"otlp-endpoint", "OTEL_EXPORTER_OTLP_ENDPOINT", "", "collector OTLP/HTTP address for violation spans, host:port or http://host:port (empty: no export)", false, func(c *service.Config, v string) error {

@@ -164,6 +164,39 @@ func TestSharedStrikes(t *testing.T) {
 	}
 }
 
+// Faults on a small share of a rule's evaluations never quarantine it,
+// however many instances add theirs; the same faults on most of them do.
+func TestSharedStrikesFaultRate(t *testing.T) {
+	srv := redistest.Start(t)
+	cfg := rules.Config{Strikes: 3, FaultRate: 0.5, Window: time.Minute}
+	a := NewStrikes(srv.Client(), "t:", "healthy", cfg, time.Second, time.Now)
+	b := NewStrikes(srv.Client(), "t:", "healthy", cfg, time.Second, time.Now)
+	for i := range 100 {
+		for _, s := range []*Strikes{a, b} {
+			if i%10 == 0 {
+				if _, tripped := s.Record(rules.Strike{Reason: "fuel"}); tripped {
+					t.Fatalf("quarantined at evaluation %d with faults on 10%% of evaluations", i)
+				}
+			} else {
+				s.Evaluated()
+			}
+		}
+	}
+	broken := NewStrikes(srv.Client(), "t:", "broken", cfg, time.Second, time.Now)
+	broken.Evaluated()
+	var q rules.Quarantine
+	tripped := false
+	for n := 1; !tripped; n++ {
+		if n > 3 {
+			t.Fatal("a rule faulting on 3 of 4 evaluations was not quarantined at its third fault")
+		}
+		q, tripped = broken.Record(rules.Strike{Reason: "trap"})
+	}
+	if q.Strikes != 3 || q.Evaluations != 4 {
+		t.Fatalf("quarantine record %+v, want 3 strikes among 4 evaluations", q)
+	}
+}
+
 func TestSpool(t *testing.T) {
 	var mu sync.Mutex
 	down := true

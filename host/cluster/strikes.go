@@ -15,10 +15,13 @@ import (
 
 // Strikes counts one rule's strikes across the cluster: every instance adds
 // its faults to one Redis sorted set scored by time, so K faults anywhere
-// within the window quarantine the rule. The instance whose strike tips the
-// count records the quarantine; the others learn of it through rule sync.
-// When Redis cannot be reached, strikes count on this instance alone, so a
-// hostile rule is still stopped during an outage.
+// within the window count toward a quarantine. The fault rate is judged on
+// this instance's own evaluations: traces are spread over instances by
+// trace ID, so each sees a fair sample, and counting evaluations costs no
+// Redis call. The instance whose strike tips both records the quarantine;
+// the others learn of it through rule sync. When Redis cannot be reached,
+// faults count on this instance alone, so a broken rule is still stopped
+// during an outage.
 type Strikes struct {
 	client  redis.UniversalClient
 	key     string
@@ -36,12 +39,16 @@ func NewStrikes(client redis.UniversalClient, prefix, ruleID string, cfg rules.C
 	return &Strikes{client: client, key: prefix + "strikes:" + ruleID, cfg: cfg, timeout: timeout, now: now, local: rules.NewStrikes(cfg, now)}
 }
 
+// Evaluated counts an evaluation that did not fault, on this instance.
+func (s *Strikes) Evaluated() { s.local.Evaluated() }
+
 // Record charges a strike; it reports the quarantine when this strike is
 // the one that reaches the limit.
 func (s *Strikes) Record(st rules.Strike) (rules.Quarantine, bool) {
 	if _, q := s.Quarantined(); q {
 		return rules.Quarantine{}, false
 	}
+	faults, evals := s.local.Fault()
 	ctx, cancel := context.WithTimeout(context.Background(), s.timeout)
 	defer cancel()
 	now := s.now()
@@ -55,17 +62,14 @@ func (s *Strikes) Record(st rules.Strike) (rules.Quarantine, bool) {
 		p.PExpire(ctx, s.key, s.cfg.Window)
 		return nil
 	})
-	if err != nil {
-		q, tripped := s.local.Record(st)
-		if tripped {
-			s.set(q)
-		}
-		return q, tripped
+	shared := faults // Redis unreachable: this instance's faults alone
+	if err == nil {
+		shared = max(int(count.Val()), faults)
 	}
-	if count.Val() < int64(s.cfg.Strikes) {
+	if shared < s.cfg.Strikes || float64(faults) < s.cfg.FaultRate*float64(evals) {
 		return rules.Quarantine{}, false
 	}
-	q := rules.Quarantine{Reason: st.Reason, LastError: st.Err, FuelUsed: st.FuelUsed, TraceID: st.TraceID, Strikes: int(count.Val()), At: now}
+	q := rules.Quarantine{Reason: st.Reason, LastError: st.Err, FuelUsed: st.FuelUsed, TraceID: st.TraceID, Strikes: shared, Evaluations: evals, At: now}
 	s.set(q)
 	return q, true
 }

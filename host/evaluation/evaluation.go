@@ -24,9 +24,11 @@ type Rule struct {
 	Stats    *Stats
 }
 
-// Striker counts a rule's strikes: rules.Strikes on one instance, or a
+// Striker counts a rule's faults and evaluations and decides when faults
+// quarantine it (rules.Config): rules.Strikes on one instance, or a
 // cluster-wide counter shared through Redis.
 type Striker interface {
+	Evaluated() // an evaluation that did not fault; called on the hot path
 	Record(rules.Strike) (rules.Quarantine, bool)
 	Quarantined() (rules.Quarantine, bool)
 	Clear()
@@ -74,7 +76,9 @@ func (e *Evaluator) Evaluate(ctx context.Context, spans []traces.Span, flags uin
 		v := Verdict{Rule: r, Violations: res.Violations, FuelUsed: res.FuelUsed, Duration: e.now().Sub(start)}
 		r.Stats.record(len(res.Violations), err != nil, res.FuelUsed)
 		e.violations = res.Violations[:0]
-		if err != nil {
+		if err == nil {
+			r.Strikes.Evaluated()
+		} else {
 			var f *sandbox.Fault
 			if !errors.As(err, &f) {
 				f = &sandbox.Fault{Outcome: sandbox.OutcomeTrap, Err: err}

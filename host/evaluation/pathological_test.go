@@ -85,3 +85,44 @@ func TestPathologicalTracesDoNotFaultRealRules(t *testing.T) {
 		}
 	}
 }
+
+// TestCraftedFaultsDoNotQuarantineAHealthyRule: a sender can still make a
+// healthy rule run out of fuel (a 3,000-span trace whose every span is a
+// violation costs more than the budget to report), but three such traces
+// among the rule's ordinary traffic are three error verdicts, not a
+// quarantine; runaway-loop, faulting on everything, is still quarantined
+// on its third trace.
+func TestCraftedFaultsDoNotQuarantineAHealthyRule(t *testing.T) {
+	h := newHost(t)
+	ctx := context.Background()
+	rs := loadRules(t, h, []string{"pii-access-audit", "runaway-loop"}, rules.DefaultConfig())
+	storm := crafted(3000, func(i int) int { return i - 1 })
+	for i := range storm {
+		storm[i].Attrs = []traces.Attr{{Key: "data.contains_pii", Type: abiv1.ValueBool, Num: 1}}
+	}
+	ordinary := testrules.Trace(t, "pii-access-audit.violating")
+	ev := New(time.Now)
+	faults := map[string]int{}
+	runawayTraces := 0
+	for round := range 6 {
+		for _, spans := range [][]traces.Span{ordinary, ordinary, storm} {
+			ev.Evaluate(ctx, spans, 0, rs, func(v Verdict) {
+				if v.Rule.ID == "runaway-loop" {
+					runawayTraces++
+				}
+				if v.Fault != nil {
+					faults[v.Rule.ID]++
+				}
+				if v.Quarantine != nil && v.Rule.ID == "pii-access-audit" {
+					t.Fatalf("round %d: pii-access-audit quarantined after %d faults: %+v", round, faults[v.Rule.ID], *v.Quarantine)
+				}
+			})
+		}
+	}
+	if faults["pii-access-audit"] == 0 {
+		t.Fatal("the crafted trace did not make pii-access-audit fault: the test no longer tests a fault")
+	}
+	if _, q := rs[1].Strikes.Quarantined(); !q || runawayTraces != 3 {
+		t.Fatalf("runaway-loop ran %d traces, quarantined %v; want quarantined on its third", runawayTraces, q)
+	}
+}

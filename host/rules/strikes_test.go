@@ -21,7 +21,7 @@ func TestStrikes(t *testing.T) {
 		{"spread past the window", []time.Duration{0, 40 * time.Second, 80 * time.Second}, -1},
 		{"window slides", []time.Duration{0, 50 * time.Second, 70 * time.Second, 75 * time.Second}, 3},
 		{"two strikes only", []time.Duration{0, time.Second}, -1},
-		{"exactly the window", []time.Duration{0, 30 * time.Second, time.Minute}, 2},
+		{"just inside the window", []time.Duration{0, 30 * time.Second, 59 * time.Second}, 2},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -49,6 +49,59 @@ func TestStrikes(t *testing.T) {
 				t.Fatalf("Quarantined() = %v", q)
 			}
 		})
+	}
+}
+
+// TestStrikesFaultRate: the count alone does not quarantine; the faults
+// must also be at least the configured share of the evaluations.
+func TestStrikesFaultRate(t *testing.T) {
+	base := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		name    string
+		pattern string // per evaluation: 'f' a fault, '.' a pass
+		tripAt  int    // index in pattern of the quarantining fault, -1 none
+	}{
+		{"every evaluation faults", "fff", 2},
+		{"one fault in ten", "f.........f.........f.........f.........", -1},
+		{"faults on half", ".f.f.f", 5},
+		{"faults on a third", "..f..f..f..f..f", -1},
+		{"a healthy rule turns broken", "..........ffffffffffff", 19},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := &clock{t: base}
+			s := NewStrikes(DefaultConfig(), c.now)
+			got := -1
+			for i, e := range tc.pattern {
+				c.t = c.t.Add(100 * time.Millisecond)
+				if e == '.' {
+					s.Evaluated()
+					continue
+				}
+				if _, tripped := s.Record(Strike{Reason: "fuel"}); tripped && got == -1 {
+					got = i
+				}
+			}
+			if got != tc.tripAt {
+				t.Fatalf("quarantined at %d, want %d", got, tc.tripAt)
+			}
+		})
+	}
+}
+
+// Evaluations leave the window as time passes, like faults.
+func TestWindowSlides(t *testing.T) {
+	base := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	w := NewWindow(time.Minute)
+	for i := range 120 {
+		w.Add(base.Add(time.Duration(i)*time.Second), i%2 == 0)
+	}
+	end := base.Add(119 * time.Second)
+	faults, evals := w.Counts(end)
+	if evals < 58 || evals > 61 || faults < 29 || faults > 31 {
+		t.Fatalf("window of a minute at one evaluation a second holds %d evaluations, %d faults", evals, faults)
+	}
+	if f, e := w.Counts(end.Add(2 * time.Minute)); f != 0 || e != 0 {
+		t.Fatalf("two minutes later the window still holds %d evaluations, %d faults", e, f)
 	}
 }
 
@@ -96,7 +149,9 @@ func TestConfigValidate(t *testing.T) {
 	if err := DefaultConfig().Validate(); err != nil {
 		t.Fatal(err)
 	}
-	if err := (Config{Strikes: 0, Window: -1}).Validate(); err == nil {
-		t.Fatal("bad config accepted")
+	for _, c := range []Config{{Strikes: 0, Window: time.Minute}, {Strikes: 3, Window: -1}, {Strikes: 3, FaultRate: 1.5, Window: time.Minute}, {Strikes: 3, FaultRate: -0.1, Window: time.Minute}} {
+		if err := c.Validate(); err == nil {
+			t.Errorf("bad config %+v accepted", c)
+		}
 	}
 }
