@@ -236,7 +236,7 @@ func newPoolMetrics(reg prometheus.Registerer) *poolMetrics {
 		total: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "betrace_rule_evaluation_total",
 			Help: "Rule evaluations by result: violation, pass or error."}, []string{"rule_id", "result"}),
 		faults: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "betrace_rule_evaluation_errors_total",
-			Help: "Rule evaluations that faulted, by reason: fuel, memory, trap, abi."}, []string{"rule_id", "reason"}),
+			Help: "Rule evaluations that faulted, by reason: fuel, memory, trap, abi, deadline."}, []string{"rule_id", "reason"}),
 		fuel: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "betrace_rule_fuel_used",
 			Help: "Fuel (metered wasm instructions) one rule used on one trace.", Buckets: prometheus.ExponentialBuckets(1000, 4, 12)}, []string{"rule_id"}),
 		violations: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "betrace_violations_total",

@@ -14,8 +14,18 @@
 // the next call gets a fresh one; an instance whose memory passed the
 // high-water mark is recycled the same way, because linear memory never
 // shrinks. What went wrong comes back as a *Fault whose Outcome says which
-// (fuel, memory, trap, abi); deciding what a fault means for the rule is the
+// (fuel, memory, trap, abi, deadline); deciding what a fault means for the rule is the
 // caller's job (package rules counts strikes).
+//
+// # Host calls
+//
+// The WASI calls a rule may import are served by this package (wasi.go),
+// not by a general WASI implementation: each charges fuel for the bytes it
+// handles before handling them and bounds what one call may ask, as the
+// betrace host functions do, so the fuel budget bounds host work too. A
+// wall-clock backstop per call (Backstop), checked as each host call
+// starts, stops whatever fuel does not see. wazero's own preemption
+// (closing a module when a context ends) is not used: it slows every loop.
 //
 // # Concurrency
 //

@@ -33,6 +33,9 @@ const (
 	OutcomeABIViolation
 	// OutcomeCanceled: the caller's context ended first; not the rule's fault.
 	OutcomeCanceled
+	// OutcomeDeadline: the call outlasted its wall-clock backstop (Backstop),
+	// which only host calls can do, fuel bounding everything else.
+	OutcomeDeadline
 )
 
 // String returns the word used in the API, metric labels and logs.
@@ -48,6 +51,8 @@ func (o Outcome) String() string {
 		return "abi"
 	case OutcomeCanceled:
 		return "canceled"
+	case OutcomeDeadline:
+		return "deadline"
 	}
 	return "unknown"
 }
@@ -75,6 +80,8 @@ func (f *Fault) describe() string {
 		return "broke the ABI"
 	case OutcomeCanceled:
 		return "evaluation canceled"
+	case OutcomeDeadline:
+		return "ran past its deadline"
 	}
 	return "failed"
 }

@@ -77,27 +77,27 @@ func checkHostImport(name string, params, results []api.ValueType) error {
 	return nil
 }
 
-func (h *hostFuncs) regexMatch(_ context.Context, mod api.Module, stack []uint64) {
+func (h *hostFuncs) regexMatch(ctx context.Context, mod api.Module, stack []uint64) {
 	mem := mod.Memory()
 	re := h.regex(guestBytes(mem, uint32(stack[0]), uint32(stack[1]), "pattern"))
 	text, buf := h.text(mem, uint32(stack[2]), stack[3])
-	charge(mod, re.Fuel(len(text)))
+	charge(ctx, mod, re.Fuel(len(text)))
 	stack[0] = boolI32(re.Match(text))
 	h.release(buf)
 }
 
-func (h *hostFuncs) textContains(_ context.Context, mod api.Module, stack []uint64) {
+func (h *hostFuncs) textContains(ctx context.Context, mod api.Module, stack []uint64) {
 	mem := mod.Memory()
 	needle := guestBytes(mem, uint32(stack[0]), uint32(stack[1]), "needle")
 	text, buf := h.text(mem, uint32(stack[2]), stack[3])
-	charge(mod, abi.ContainsFuel(len(text), len(needle)))
+	charge(ctx, mod, abi.ContainsFuel(len(text), len(needle)))
 	stack[0] = boolI32(bytes.Contains(text, needle))
 	h.release(buf)
 }
 
-func (h *hostFuncs) parseNumber(_ context.Context, mod api.Module, stack []uint64) {
+func (h *hostFuncs) parseNumber(ctx context.Context, mod api.Module, stack []uint64) {
 	text := guestBytes(mod.Memory(), uint32(stack[0]), uint32(stack[1]), "number text")
-	charge(mod, abi.ParseNumberFuel(len(text)))
+	charge(ctx, mod, abi.ParseNumberFuel(len(text)))
 	kind, i, f := abi.ParseNumber(string(text))
 	stack[0], stack[1] = uint64(kind), 0
 	switch kind {
@@ -146,13 +146,19 @@ func guestBytes(mem api.Memory, ptr, n uint32, what string) []byte {
 	return b
 }
 
-// charge takes cost from the instance's fuel, trapping as out of fuel when
-// the budget cannot pay. Unmetered modules (benchmarks only) are not charged.
-func charge(mod api.Module, cost uint64) {
-	g, ok := mod.ExportedGlobal(abiv1.ExportFuel).(api.MutableGlobal)
-	if !ok {
+// charge takes cost from the calling instance (see chargeInst). Unmetered
+// modules (benchmarks only) are not charged.
+func charge(ctx context.Context, mod api.Module, cost uint64) {
+	if inst := callInstance(ctx); inst != nil {
+		chargeInst(inst, cost)
 		return
 	}
+	if g, ok := mod.ExportedGlobal(abiv1.ExportFuel).(api.MutableGlobal); ok {
+		takeFuel(g, cost)
+	}
+}
+
+func takeFuel(g api.MutableGlobal, cost uint64) {
 	left := int64(g.Get())
 	if cost > math.MaxInt64/2 || left < math.MinInt64/2 {
 		cost, left = math.MaxInt64/2, min(left, 0)

@@ -3,6 +3,7 @@ package sandbox
 import (
 	"errors"
 	"fmt"
+	"time"
 )
 
 // Limits bound one rule's sandbox. A zero field means its default.
@@ -25,6 +26,9 @@ type Limits struct {
 	MaxModuleBytes int
 	// LogBytes is the size of the rule's captured stderr. Default 16 KiB.
 	LogBytes int
+	// Backstop overrides the wall-clock backstop of every call, which is
+	// otherwise derived from its fuel budget (see Backstop). Zero: derived.
+	Backstop time.Duration
 }
 
 // Defaults of Limits.
@@ -38,6 +42,24 @@ const (
 	// MaxMemoryPages is the largest memory cap a rule may ask for (4 GiB).
 	MaxMemoryPages = 65536
 )
+
+// The wall-clock backstop of a call: BackstopBase plus BackstopPerFuel for
+// each unit of its fuel budget, 2 s for the default evaluation budget and
+// 21 s for the default start-up budget. Metered code runs about 1 ns per
+// unit of fuel, so the backstop is some 40 times what the budget can take.
+// Fuel stops wasm code deterministically; the backstop stops what fuel
+// cannot see: time spent in host calls. It is checked when a host call
+// starts, and a call's work is bounded (fuel is charged before it), so a
+// rule is stopped within one host call of its backstop.
+const (
+	BackstopBase    = time.Second
+	BackstopPerFuel = 40 * time.Nanosecond
+)
+
+// Backstop returns the wall-clock backstop of a call with fuel budget.
+func Backstop(budget uint64) time.Duration {
+	return BackstopBase + time.Duration(min(budget, uint64(1)<<40))*BackstopPerFuel
+}
 
 // DefaultLimits returns Limits with every field at its default.
 func DefaultLimits() Limits { return Limits{}.withDefaults() }

@@ -8,11 +8,11 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/api"
 	"github.com/tetratelabs/wazero/experimental"
-	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
 	"github.com/tetratelabs/wazero/sys"
 
 	"github.com/betracehq/betrace/api/abiv1"
@@ -21,17 +21,16 @@ import (
 )
 
 // allowedImports are the only WASI functions a rule may import: what a Go
-// wasip1 guest links, all of them harmless under wazero's WASI defaults (no
-// preopened directories, fake clocks, deterministic randomness). The fd_
-// calls beyond fd_write are what Go's os package links at start-up to look
-// at stdio and preopens; with nothing preopened they reach no file.
-var allowedImports = map[string]map[string]bool{
-	"wasi_snapshot_preview1": {
-		"args_get": true, "args_sizes_get": true, "environ_get": true, "environ_sizes_get": true,
-		"clock_time_get": true, "clock_res_get": true, "random_get": true, "proc_exit": true,
-		"sched_yield": true, "poll_oneoff": true, "fd_write": true,
-		"fd_close": true, "fd_fdstat_get": true, "fd_fdstat_set_flags": true, "fd_prestat_get": true, "fd_prestat_dir_name": true,
-	},
+// wasip1 guest links, served by wasi.go (fuel-charged, bounded, fake clocks,
+// deterministic randomness, nothing open but stdio). The fd_ calls beyond
+// fd_write are what Go's os package links at start-up to look at stdio and
+// preopens.
+func allowedImport(mod, name string) bool {
+	if mod != wasiModule {
+		return false
+	}
+	_, ok := wasiFuncs[name]
+	return ok || name == "proc_exit"
 }
 
 // Host holds what sandboxes share: the compilation cache. Close it after
@@ -97,6 +96,15 @@ type instance struct {
 	evaluate api.Function
 	stack    [2]uint64
 	stderr   *tail
+
+	// ctx is what the guest is called with: it carries the instance to the
+	// host functions (callKey). The caller's own context is checked by the
+	// host functions' fuel, not by wazero, whose preemption would slow
+	// every loop.
+	ctx      context.Context
+	wasi     wasiState
+	deadline time.Time // wall-clock backstop of the current call
+	expired  bool      // a host function found the backstop passed
 }
 
 // Load admits module under limits and returns its Sandbox, or an error that
@@ -166,7 +174,7 @@ func (s *Sandbox) admit(ctx context.Context, code []byte) error {
 			usesHost = true
 			continue
 		}
-		if !allowedImports[mod][name] {
+		if !allowedImport(mod, name) {
 			return fmt.Errorf("%w: %s.%s%s; rules may import only the WASI calls a Go guest needs and the betrace host functions (no filesystem, sockets or other host modules)", ErrImportNotAllowed, mod, name, importHint(mod, name))
 		}
 	}
@@ -177,8 +185,8 @@ func (s *Sandbox) admit(ctx context.Context, code []byte) error {
 	if err := checkExports(compiled); err != nil {
 		return err
 	}
-	if _, err := wasi_snapshot_preview1.Instantiate(ctx, s.runtime); err != nil {
-		return fmt.Errorf("sandbox: instantiate WASI: %w", err)
+	if err := instantiateWASI(ctx, s.runtime); err != nil {
+		return err
 	}
 	if usesHost {
 		if err := newHostFuncs().instantiate(ctx, s.runtime); err != nil {
@@ -187,8 +195,7 @@ func (s *Sandbox) admit(ctx context.Context, code []byte) error {
 	}
 	s.moduleCfg = wazero.NewModuleConfig().
 		WithName("").
-		WithStartFunctions(). // _initialize runs under a fuel budget in newInstance
-		WithStderr(s.log)
+		WithStartFunctions() // _initialize runs under a fuel budget in newInstance
 
 	// The first instance proves initialization works and answers the
 	// version and description; it then joins the pool.
@@ -239,9 +246,9 @@ func checkExports(m wazero.CompiledModule) error {
 
 // describe checks the ABI version and reads the self-description.
 func (s *Sandbox) describe(ctx context.Context, inst *instance) error {
-	s.setFuel(inst, s.limits.Fuel)
+	s.arm(inst, s.limits.Fuel)
 	st := inst.stack[:]
-	if err := inst.mod.ExportedFunction(abiv1.ExportABIVersion).CallWithStack(ctx, st); err != nil {
+	if err := inst.mod.ExportedFunction(abiv1.ExportABIVersion).CallWithStack(inst.ctx, st); err != nil {
 		return fmt.Errorf("%w: %s: %w", ErrInitFailed, abiv1.ExportABIVersion, err)
 	}
 	if v := uint32(st[0]); v != abiv1.Version {
@@ -251,7 +258,7 @@ func (s *Sandbox) describe(ctx context.Context, inst *instance) error {
 	if f == nil {
 		return nil
 	}
-	if err := f.CallWithStack(ctx, st); err != nil {
+	if err := f.CallWithStack(inst.ctx, st); err != nil {
 		return fmt.Errorf("%w: %s: %w", ErrInitFailed, abiv1.ExportDescribe, err)
 	}
 	ptr, n := abiv1.Unpack(st[0])
@@ -283,7 +290,7 @@ func (s *Sandbox) Log() []byte { return s.log.Bytes() }
 
 func (s *Sandbox) newInstance(ctx context.Context) (*instance, error) {
 	t := &tail{log: s.log}
-	mod, err := s.runtime.InstantiateModule(experimental.WithMemoryAllocator(ctx, offHeapMemory), s.compiled, s.moduleCfg.WithStderr(t))
+	mod, err := s.runtime.InstantiateModule(experimental.WithMemoryAllocator(ctx, offHeapMemory), s.compiled, s.moduleCfg)
 	if err != nil {
 		return nil, fmt.Errorf("instantiate: %w", err)
 	}
@@ -294,7 +301,9 @@ func (s *Sandbox) newInstance(ctx context.Context) (*instance, error) {
 		input:    mod.ExportedFunction(abiv1.ExportInput),
 		evaluate: mod.ExportedFunction(abiv1.ExportEvaluate),
 		stderr:   t,
+		wasi:     newWASIState(t),
 	}
+	inst.ctx = context.WithValue(context.WithoutCancel(ctx), callKey{}, inst)
 	if s.metered {
 		g, ok := mod.ExportedGlobal(abiv1.ExportFuel).(api.MutableGlobal)
 		if !ok {
@@ -304,8 +313,8 @@ func (s *Sandbox) newInstance(ctx context.Context) (*instance, error) {
 		inst.fuel = g
 	}
 	if init := mod.ExportedFunction(abiv1.ExportInitialize); init != nil {
-		s.setFuel(inst, s.limits.InitFuel)
-		if err := init.CallWithStack(ctx, inst.stack[:]); err != nil {
+		s.arm(inst, s.limits.InitFuel)
+		if err := init.CallWithStack(inst.ctx, inst.stack[:]); err != nil {
 			f := s.fault(ctx, inst, err, s.limits.InitFuel)
 			mod.Close(ctx)
 			s.discarded.Add(1)
@@ -313,6 +322,20 @@ func (s *Sandbox) newInstance(ctx context.Context) (*instance, error) {
 		}
 	}
 	return inst, nil
+}
+
+// arm readies inst for a call with budget: its fuel, and the wall-clock
+// backstop derived from it (Backstop).
+func (s *Sandbox) arm(inst *instance, budget uint64) {
+	s.setFuel(inst, budget)
+	inst.deadline, inst.expired = time.Now().Add(s.backstop(budget)), false
+}
+
+func (s *Sandbox) backstop(budget uint64) time.Duration {
+	if s.limits.Backstop > 0 {
+		return s.limits.Backstop
+	}
+	return Backstop(budget)
 }
 
 func (s *Sandbox) setFuel(inst *instance, budget uint64) {
@@ -363,10 +386,10 @@ func (s *Sandbox) Evaluate(ctx context.Context, encoded []byte, spanCount uint32
 
 func (s *Sandbox) call(ctx context.Context, inst *instance, encoded []byte, spanCount uint32, budget uint64, dst []abi.Violation) (Result, error) {
 	inst.stderr.buf = inst.stderr.buf[:0]
-	s.setFuel(inst, budget)
+	s.arm(inst, budget)
 	st := inst.stack[:]
 	st[0] = uint64(len(encoded))
-	if err := inst.input.CallWithStack(ctx, st); err != nil {
+	if err := inst.input.CallWithStack(inst.ctx, st); err != nil {
 		return Result{Violations: dst}, s.fault(ctx, inst, err, budget)
 	}
 	ptr := uint32(st[0])
@@ -375,7 +398,7 @@ func (s *Sandbox) call(ctx context.Context, inst *instance, encoded []byte, span
 			Err: fmt.Errorf("%s returned a %d-byte buffer at %#x, past the end of memory (%d bytes)", abiv1.ExportInput, len(encoded), ptr, inst.mem.Size())}
 	}
 	st[0] = uint64(len(encoded))
-	if err := inst.evaluate.CallWithStack(ctx, st); err != nil {
+	if err := inst.evaluate.CallWithStack(inst.ctx, st); err != nil {
 		return Result{Violations: dst}, s.fault(ctx, inst, err, budget)
 	}
 	used := s.used(inst, budget)
@@ -409,6 +432,10 @@ func (s *Sandbox) fault(ctx context.Context, inst *instance, err error, budget u
 	said := inst.stderr.summary()
 	var exit *sys.ExitError
 	switch {
+	case inst.expired:
+		f.Outcome = OutcomeDeadline
+		f.Err = fmt.Errorf("wall-clock backstop of %s passed (fuel used %d of %d)", s.backstop(budget), f.FuelUsed, budget)
+		return f
 	case ctx.Err() != nil:
 		f.Outcome = OutcomeCanceled
 	case inst.fuel != nil && s.remaining(inst) < 0:
