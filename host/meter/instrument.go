@@ -234,9 +234,9 @@ func (fr *funcRewriter) newSeg(pos int, kind uint8) int32 {
 // looks at its context: about 100 µs of work, while a look costs a lock.
 const checkEvery = 1 << 16
 
-// stopped is the error of a pass whose context ended before function fn.
+// stopped is the error of a pass whose context ended at function fn.
 func stopped(fn int, cause error) error {
-	return fmt.Errorf("meter: stopped before function[%d]: %w", fn, cause)
+	return fmt.Errorf("meter: stopped at function[%d]: %w", fn, cause)
 }
 
 // maxFoldedArm is the most instructions an if arm may have and still be
