@@ -5,10 +5,71 @@ import (
 	"strconv"
 )
 
-// maxLocals is the most locals a function may declare, the limit the
-// WebAssembly JavaScript API sets for browsers. No compiler comes near it;
-// without it a 20-byte body can declare 2^32 locals.
-const maxLocals = 50000
+// Limits on the structure of one module. Instrument is the first code to
+// read an uploaded rule, and the compiler that runs after it spends time
+// out of proportion to the input on some shapes, so the pass refuses
+// modules beyond these with an error wrapping ErrMalformed that names the
+// limit. Each default is several times what the largest Go program
+// measured needs: a 13 MB wasip1 build linking net/http, go/types,
+// html/template, encoding/json and encoding/xml (7,442 functions, nesting
+// 1,076 deep, 4,597 blocks and 62 KB in its largest functions, 20
+// locals); the example rules, 2 MB each, stay under 1,300 functions,
+// nesting 296, 1,226 blocks, 13 KB bodies and 17 locals.
+//
+// No limit bounds the whole module's compile time: a module can be made of
+// many functions each just under the limits. The caller's deadline does
+// that (see InstrumentContext); these keep each function, the unit a
+// compiler cannot be interrupted in, short.
+const (
+	// MaxNestingDepth is how deeply block, loop and if may nest in one
+	// function (default 4,096). Go nests a block per call site of a
+	// function around its body, so depth follows the calls in the largest
+	// function: 296 in the example rules, 1,076 in the 13 MB program.
+	// Deeper nesting costs wazero no more than MaxFunctionBlocks allows;
+	// the limit keeps the control stack of every later reader small.
+	MaxNestingDepth = 4096
+
+	// MaxFunctionBlocks caps the basic blocks one function compiles to
+	// (default 16,384). wazero v1.12's optimizing compiler takes time
+	// proportional to the blocks times the depth of their dominator tree
+	// (loop detection and its loop nesting forest walk the tree from every
+	// block), quadratic in the blocks when code runs straight through
+	// them: a function of 25,000 nested blocks took 2.3 s, 100,000 took
+	// 56 s. At this limit the costliest shape measured, a run of 3,276
+	// loops, compiles in about 2 s on one core. The count is what the
+	// compiler creates, fuel checks included: one per block, br_if and
+	// br_table target, three per if, five per loop (its header and exit
+	// and the fuel check), three per metered bulk memory or table
+	// instruction and memory.grow, six for memory.fill and table.fill
+	// (which compile to loops), and three for the check at the function's
+	// entry.
+	MaxFunctionBlocks = 16384
+
+	// MaxFunctionBodyBytes caps the size of one function body (default 256
+	// KiB). Compilation is linear in the body but costs up to about 50 µs
+	// per call_indirect, so a 1 MiB body of them took 17 s.
+	MaxFunctionBodyBytes = 256 << 10
+
+	// MaxFunctions caps the functions a module defines (default 100,000).
+	// wazero spends about 7 µs on even an empty function, which a 16 MiB
+	// module could otherwise declare four million times.
+	MaxFunctions = 100_000
+
+	// MaxLocals is the most locals a function may declare (default 50,000),
+	// the limit the WebAssembly JavaScript API sets for browsers. Without
+	// it a 20-byte body can declare 2^32 locals.
+	MaxLocals = 50_000
+)
+
+// Basic blocks of the compiled code per instruction, for MaxFunctionBlocks.
+const (
+	blocksBlock = 1 // the join after it
+	blocksBrIf  = 1 // the fall-through
+	blocksIf    = 3 // then, else and join
+	blocksCheck = blocksIf
+	blocksLoop  = 2 + blocksCheck // header and exit, and the fuel check
+	blocksFill  = 3               // memory.fill and table.fill compile to a loop
+)
 
 // MaxTableElements caps a table's initial size. Tables are allocated in the
 // host when an instance is created and no memory cap covers them, so a
@@ -24,7 +85,7 @@ const MaxTableElements = 1 << 20
 // short. Instrument is the first code to read an uploaded rule, so it
 // refuses these as malformed, for the sections it otherwise copies through
 // unread. The sections the pass decodes fail on their own as soon as an
-// entry is missing; function locals are capped in rewrite.
+// entry is missing; the limits on functions are checked in rewrite.
 func checkCounts(s *section) error {
 	r := &reader{buf: s.body, base: s.off}
 	var what string

@@ -95,11 +95,19 @@
 // guest would then own the number the host trusts.
 //
 // Because Instrument is the first code to read an uploaded rule, it also
-// refuses as malformed what would make the runtime's decoder allocate out
+// refuses as malformed what would make the runtime allocate or compute out
 // of proportion to the input: vector counts larger than the bytes that hold
 // them (wazero sizes its slices by the declared count before reading, so a
-// module of a few dozen bytes could ask for gigabytes) and functions with
-// more than 50,000 locals, the limit browsers enforce.
+// module of a few dozen bytes could ask for gigabytes), and modules beyond
+// the structural limits in bounds.go: MaxNestingDepth, MaxFunctionBlocks,
+// MaxFunctionBodyBytes, MaxFunctions and MaxLocals. wazero's optimizing
+// compiler takes time quadratic in the basic blocks of a function on some
+// shapes (25,000 nested blocks took seconds, a million did not finish), and
+// cannot be interrupted inside a function, so these keep every function
+// quick to compile. The pass itself is linear in the size of the module.
+// What bounds a whole module's compile time is the caller's deadline:
+// InstrumentContext stops when its context ends, and a host compiling with
+// wazero's compilation workers has the compiler stop between functions too.
 //
 // The pass checks the binary format, not validity: it decodes every
 // instruction to find segment boundaries but does not type-check, and relies

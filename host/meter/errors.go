@@ -7,8 +7,11 @@ import (
 
 // ErrMalformed is wrapped by every error about input that is not a
 // well-formed binary module: bad magic, truncated sections, over-long LEB128
-// numbers, bodies that do not end where their size says. Callers treat it as
-// "the rule author shipped garbage", never as a bug in the host.
+// numbers, bodies that do not end where their size says; and by the errors
+// about modules beyond a structural limit (see MaxNestingDepth and the
+// limits beside it), whose message names the limit. Callers treat it as
+// "the rule author shipped a module the host will not take", never as a
+// bug in the host.
 var ErrMalformed = errors.New("meter: malformed module")
 
 // ErrAlreadyMetered is wrapped when the module already exports the fuel

@@ -121,8 +121,8 @@ func TestMalformedRefused(t *testing.T) {
 		}.encode(), "declares 4294967297 locals"},
 		{"locals over the limit", testModule{
 			types: [][]byte{funcType(nil, nil)},
-			funcs: []testFunc{{typ: 0, locals: locals([2]uint32{maxLocals, tI32}, [2]uint32{1, tI64}), body: asm(oEnd)}},
-		}.encode(), "at most 50000"},
+			funcs: []testFunc{{typ: 0, locals: locals([2]uint32{MaxLocals, tI32}, [2]uint32{1, tI64}), body: asm(oEnd)}},
+		}.encode(), "more than the 50000 allowed (meter.MaxLocals)"},
 		// Counts the runtime would allocate for before finding the input short.
 		{"global count", asm(wasmHeader, sectionBytes(secGlobal, asm(0xff, 0xff, 0xff, 0x7f, tI32, 0, i32c(0), oEnd))), "declares 268435455 entries"},
 		{"table count", asm(wasmHeader, sectionBytes(secTable, asm(leb(1000), tFuncref, limits(0, -1)))), "declares 1000 entries"},

@@ -1,6 +1,7 @@
 package meter
 
 import (
+	"context"
 	"fmt"
 	"math"
 	"math/bits"
@@ -65,11 +66,23 @@ func (c Config) resolve() (Config, error) {
 	return c, nil
 }
 
-// Instrument returns a metered copy of the wasm binary module, or an error
-// naming why it cannot be metered: an *UnsupportedError, an error wrapping
-// ErrMalformed or ErrAlreadyMetered, or a config error. The input is not
+// Instrument is InstrumentContext without a deadline, for modules that do
+// not come from a rule author (tests, tools).
+func Instrument(module []byte, cfg Config) ([]byte, error) {
+	return InstrumentContext(context.Background(), module, cfg)
+}
+
+// InstrumentContext returns a metered copy of the wasm binary module, or an
+// error naming why it cannot be metered: an *UnsupportedError, an error
+// wrapping ErrMalformed (which includes a module beyond one of the limits in
+// bounds.go) or ErrAlreadyMetered, or a config error. If ctx ends first it
+// stops with an error wrapping context.Cause(ctx). The input is not
 // modified.
-func Instrument(module []byte, cfg Config) (out []byte, err error) {
+//
+// The pass takes time linear in the size of the module; its limits exist
+// for the compiler that runs after it. A host admitting uploads gives ctx a
+// deadline that covers compilation too.
+func InstrumentContext(ctx context.Context, module []byte, cfg Config) (out []byte, err error) {
 	defer func() {
 		// The decoder is fuzzed to never panic; this only keeps a host that
 		// meters untrusted uploads alive if a bug slips through, with an
@@ -89,7 +102,7 @@ func Instrument(module []byte, cfg Config) (out []byte, err error) {
 	var code []byte
 	usesData := false
 	if m.code != nil {
-		code, usesData, err = m.instrumentCode(cfg)
+		code, usesData, err = m.instrumentCode(ctx, cfg)
 		if err != nil {
 			return nil, err
 		}
@@ -105,17 +118,25 @@ func Instrument(module []byte, cfg Config) (out []byte, err error) {
 	return m.assemble(module, code), nil
 }
 
-func (m *moduleInfo) instrumentCode(cfg Config) (_ []byte, usesData bool, _ error) {
+func (m *moduleInfo) instrumentCode(ctx context.Context, cfg Config) (_ []byte, usesData bool, _ error) {
 	s := m.code
 	r := &reader{buf: s.body, base: s.off}
 	n := r.u32()
 	out := make([]byte, 0, len(s.body)+len(s.body)/2+16)
 	out = appendU32(out, n)
-	fr := newFuncRewriter(cfg, m.globals)
+	fr := newFuncRewriter(ctx, cfg, m.globals)
 	for i := uint32(0); i < n; i++ {
 		fn := int(m.importedFuncs) + int(i)
+		if err := ctx.Err(); err != nil {
+			return nil, false, stopped(fn, context.Cause(ctx))
+		}
+		at := r.pos
 		size := r.u32()
 		bodyOff := r.pos
+		if !r.failed() && size > MaxFunctionBodyBytes {
+			return nil, false, malformed(fmt.Sprintf("function[%d]", fn), s.off+at,
+				fmt.Sprintf("body of %d bytes, more than the %d allowed (meter.MaxFunctionBodyBytes); split the function", size, MaxFunctionBodyBytes))
+		}
 		body := r.bytes(size)
 		if r.failed() {
 			return nil, false, malformed(fmt.Sprintf("function[%d]", fn), r.failOff, r.failMsg)
@@ -169,6 +190,7 @@ type frame struct {
 // bodies so a module with thousands of functions allocates a handful of
 // times.
 type funcRewriter struct {
+	ctx     context.Context
 	cfg     Config
 	getFuel []byte // global.get $fuel
 	setFuel []byte // global.set $fuel
@@ -180,10 +202,20 @@ type funcRewriter struct {
 	// usesData records memory.init or data.drop, which name data
 	// segments by index, so the segments must stay as they are.
 	usesData bool
+	// stats is the largest structure seen so far, for tests and
+	// benchmarks that check how close real modules come to the limits.
+	stats shape
 }
 
-func newFuncRewriter(cfg Config, fuel uint32) *funcRewriter {
-	fr := &funcRewriter{cfg: cfg}
+// shape is the size of a function's control structure, as the limits in
+// bounds.go measure it.
+type shape struct {
+	depth  int // deepest nesting of block, loop and if
+	blocks int // see MaxFunctionBlocks
+}
+
+func newFuncRewriter(ctx context.Context, cfg Config, fuel uint32) *funcRewriter {
+	fr := &funcRewriter{ctx: ctx, cfg: cfg}
 	fr.getFuel = appendU32([]byte{opGlobalGet}, fuel)
 	fr.setFuel = appendU32([]byte{opGlobalSet}, fuel)
 	fr.check = append(append([]byte{}, fr.getFuel...),
@@ -196,6 +228,15 @@ func (fr *funcRewriter) newSeg(pos int, kind uint8) int32 {
 	fr.segs = append(fr.segs, 0)
 	fr.ins = append(fr.ins, insertion{pos: pos, seg: id, kind: kind})
 	return id
+}
+
+// checkEvery is how many instructions of one body the pass decodes between
+// looks at its context: about 100 µs of work, while a look costs a lock.
+const checkEvery = 1 << 16
+
+// stopped is the error of a pass whose context ended at function fn.
+func stopped(fn int, cause error) error {
+	return fmt.Errorf("meter: stopped at function[%d]: %w", fn, cause)
 }
 
 // maxFoldedArm is the most instructions an if arm may have and still be
@@ -244,8 +285,8 @@ func (fr *funcRewriter) rewrite(body []byte, base, fn int, params uint32) error 
 	if r.failed() {
 		return malformed(where(), r.failOff, r.failMsg)
 	}
-	if locals > maxLocals {
-		return malformed(where(), base, fmt.Sprintf("declares %d locals; at most %d are allowed", locals, maxLocals))
+	if locals > MaxLocals {
+		return malformed(where(), base, fmt.Sprintf("declares %d locals, more than the %d allowed (meter.MaxLocals)", locals, MaxLocals))
 	}
 	localsEnd := r.pos
 
@@ -254,6 +295,7 @@ func (fr *funcRewriter) rewrite(body []byte, base, fn int, params uint32) error 
 	cur := fr.newSeg(localsEnd, insChargeCheck)
 	fr.frames = append(fr.frames, frame{kind: frameFunc, outer: -1})
 	scratch := false
+	blocks := 0 // see MaxFunctionBlocks
 
 	// target marks the frame a branch of depth l goes to.
 	target := func(l uint32, at int) {
@@ -263,13 +305,40 @@ func (fr *funcRewriter) rewrite(body []byte, base, fn int, params uint32) error 
 		}
 		fr.frames[len(fr.frames)-1-int(l)].targeted = true
 	}
+	// open pushes a block, loop or if, refusing to nest deeper than
+	// MaxNestingDepth: the frame of the function itself is not a level.
+	open := func(kind uint8, outer int32, at int) {
+		if len(fr.frames) > MaxNestingDepth {
+			r.fail(at, fmt.Sprintf("blocks, loops and ifs nest more than %d deep, the limit for one function (meter.MaxNestingDepth); split the function", MaxNestingDepth))
+			return
+		}
+		fr.frames = append(fr.frames, frame{kind: kind, outer: outer})
+		fr.stats.depth = max(fr.stats.depth, len(fr.frames)-1)
+	}
+	// split counts n more basic blocks of the compiled function.
+	split := func(n uint64, at int) {
+		if uint64(blocks)+n > MaxFunctionBlocks {
+			r.fail(at, fmt.Sprintf("control flow of more than %d basic blocks, the limit for one function (meter.MaxFunctionBlocks); split the function", MaxFunctionBlocks))
+			return
+		}
+		blocks += int(n)
+		fr.stats.blocks = max(fr.stats.blocks, blocks)
+	}
+	split(blocksCheck, 0)
 
-	for len(fr.frames) > 0 {
+	for ops := 1; len(fr.frames) > 0; ops++ {
 		if r.done() {
 			if !r.failed() {
 				r.fail(r.pos, "body ends before its final end")
 			}
 			return malformed(where(), r.failOff, r.failMsg)
+		}
+		// One body can be the whole module, so the deadline is checked
+		// inside it too, often enough to stop within a millisecond.
+		if ops%checkEvery == 0 {
+			if err := fr.ctx.Err(); err != nil {
+				return stopped(fn, context.Cause(fr.ctx))
+			}
 		}
 		start := r.pos
 		op := r.byte()
@@ -288,15 +357,18 @@ func (fr *funcRewriter) rewrite(body []byte, base, fn int, params uint32) error 
 			case 0x02: // block
 				fr.segs[cur] -= cost
 				r.blockType()
-				fr.frames = append(fr.frames, frame{kind: frameBlock, outer: cur})
+				split(blocksBlock, start)
+				open(frameBlock, cur, start)
 			case 0x03: // loop
 				fr.segs[cur] -= cost
 				r.blockType()
-				fr.frames = append(fr.frames, frame{kind: frameLoop, outer: cur})
+				split(blocksLoop, start)
+				open(frameLoop, cur, start)
 				cur = fr.newSeg(r.pos, insChargeCheck)
 			case 0x04: // if
 				r.blockType()
-				fr.frames = append(fr.frames, frame{kind: frameIf, outer: cur})
+				split(blocksIf, start)
+				open(frameIf, cur, start)
 				cur = fr.newSeg(r.pos, insCharge)
 			case 0x05: // else
 				fr.segs[cur] -= cost
@@ -324,14 +396,19 @@ func (fr *funcRewriter) rewrite(body []byte, base, fn int, params uint32) error 
 				case top.kind == frameIf || top.kind == frameElse:
 					cur = top.outer
 				}
-			case 0x0c, 0x0d: // br, br_if
+			case 0x0c: // br
 				at := r.pos
 				target(r.u32(), at)
-			case 0x0e: // br_table
+			case 0x0d: // br_if
+				at := r.pos
+				target(r.u32(), at)
+				split(blocksBrIf, start)
+			case 0x0e: // br_table: a compiler gives each target an edge of its own
 				n := r.u32()
 				for i := uint64(0); i <= uint64(n) && !r.failed(); i++ {
 					at := r.pos
 					target(r.u32(), at)
+					split(1, start)
 				}
 			case 0x10: // call
 				r.u32()
@@ -349,6 +426,7 @@ func (fr *funcRewriter) rewrite(body []byte, base, fn int, params uint32) error 
 				r.u32()
 				fr.ins = append(fr.ins, insertion{pos: start, seg: -1, kind: insMemPages})
 				scratch = true
+				split(blocksCheck, start)
 			case 0x41:
 				r.sleb(32)
 			case 0x42:
@@ -402,6 +480,10 @@ func (fr *funcRewriter) rewrite(body []byte, base, fn int, params uint32) error 
 				if kind >= 0 {
 					fr.ins = append(fr.ins, insertion{pos: start, seg: -1, kind: uint8(kind)})
 					scratch = true
+					split(blocksCheck, start)
+				}
+				if sub == 11 || sub == 17 { // memory.fill, table.fill
+					split(blocksFill, start)
 				}
 			default:
 				return unsupported(fn, base+start, op, r)

@@ -263,6 +263,10 @@ func (m *moduleInfo) parseImports(s *section) error {
 func (m *moduleInfo) parseFunctions(s *section) error {
 	r := &reader{buf: s.body, base: s.off}
 	n := r.u32()
+	if !r.failed() && n > MaxFunctions {
+		return malformed("function section", s.off,
+			fmt.Sprintf("declares %d functions, more than the %d allowed (meter.MaxFunctions)", n, MaxFunctions))
+	}
 	for i := uint32(0); i < n && !r.failed(); i++ {
 		at := r.pos
 		t := r.u32()

@@ -107,6 +107,13 @@ type instance struct {
 	expired  bool      // a host function found the backstop passed
 }
 
+// AdmissionTimeout bounds metering and compiling one module (default 10 s).
+// The example rules take under 1 s and a 13 MB Go program 4 s; the limits
+// in package meter keep each function quick, and this bounds a module of
+// many. Compilation uses two workers, the fewest with which wazero stops
+// between functions when the deadline passes.
+const AdmissionTimeout = 10 * time.Second
+
 // Load admits module under limits and returns its Sandbox, or an error that
 // wraps one of the admission errors and names the problem.
 func (h *Host) Load(ctx context.Context, module []byte, limits Limits) (*Sandbox, error) {
@@ -128,9 +135,12 @@ func (h *Host) load(ctx context.Context, module []byte, limits Limits, metered b
 		return nil, fmt.Errorf("%w: only binary format version 1 is supported", ErrInvalidModule)
 	}
 	code := module
+	actx, cancel := context.WithTimeoutCause(experimental.WithCompilationWorkers(ctx, 2), AdmissionTimeout,
+		fmt.Errorf("metering and compiling took longer than %v (sandbox.AdmissionTimeout); make the module or its largest functions smaller", AdmissionTimeout))
+	defer cancel()
 	if metered {
 		var err error
-		if code, err = meter.Instrument(module, h.meter); err != nil {
+		if code, err = meter.InstrumentContext(actx, module, h.meter); err != nil {
 			var unsupported *meter.UnsupportedError
 			if errors.As(err, &unsupported) {
 				return nil, fmt.Errorf("%w: %w", ErrMeteringFailed, err)
@@ -150,7 +160,7 @@ func (h *Host) load(ctx context.Context, module []byte, limits Limits, metered b
 		idle:    make(chan *instance, lim.Instances),
 		slots:   make(chan struct{}, lim.Instances),
 	}
-	if err := s.admit(ctx, code); err != nil {
+	if err := s.admit(ctx, actx, code); err != nil {
 		rt.Close(ctx)
 		return nil, err
 	}
@@ -158,8 +168,8 @@ func (h *Host) load(ctx context.Context, module []byte, limits Limits, metered b
 	return s, nil
 }
 
-func (s *Sandbox) admit(ctx context.Context, code []byte) error {
-	compiled, err := s.runtime.CompileModule(ctx, code)
+func (s *Sandbox) admit(ctx, compileCtx context.Context, code []byte) error {
+	compiled, err := s.runtime.CompileModule(compileCtx, code)
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrInvalidModule, err)
 	}
