@@ -27,11 +27,38 @@ type Config struct {
 	// more is rejected (reason too_many_attributes). Default 128, the
 	// OpenTelemetry SDKs' own default limit.
 	MaxSpanAttributes int
-	// MaxConcurrentRequests bounds the requests being read and decoded at
-	// once, HTTP and gRPC together, and so the memory they hold (about
-	// 2×MaxRequestBytes each at worst). Further requests wait for a slot
-	// until their own deadline. Default 32.
+	// MaxResourceAttributes is the most attributes one resource may carry;
+	// every span of a resource with more is rejected (reason
+	// too_many_resource_attributes). Default 128, as for spans: the SDKs
+	// apply their span limit to resources only by convention, and resource
+	// detectors produce a few dozen at most.
+	MaxResourceAttributes int
+	// MaxConcurrentRequests bounds the requests being decoded and handed to
+	// the sink at once, HTTP and gRPC together, and so the memory decoding
+	// takes (about 2×MaxRequestBytes each at worst). A request takes its
+	// slot only once its body or message has fully arrived, so slow senders
+	// hold none. Further requests wait for a slot until their own deadline.
+	// Default 32.
 	MaxConcurrentRequests int
+	// MaxBufferedBytes bounds the memory held by HTTP request bodies, all
+	// requests together, from their first byte until they are answered.
+	// Bodies take memory only as their bytes arrive (at most about twice
+	// what has arrived, and 8 KiB to begin with), never what
+	// Content-Length promises, so slow senders cannot reserve it. A request
+	// whose body would take more is answered 429 with Retry-After. Must be
+	// at least MaxRequestBytes. Default 256 MiB, sixteen maximal requests.
+	MaxBufferedBytes int64
+	// MinReadRate is the slowest a request may arrive after ReadGrace, in
+	// bytes per second: an HTTP body of n bytes (as sent, before gzip) must
+	// have arrived ReadGrace + n/MinReadRate after its headers, or the
+	// request is answered 408 and its connection closed. A gRPC message
+	// must arrive within ReadGrace + MaxRequestBytes/MinReadRate (gRPC
+	// gives no view of a message's progress), or the call ends with
+	// DEADLINE_EXCEEDED. Default 64 KiB/s (a 16 MiB body has 4m21s).
+	MinReadRate int64
+	// ReadGrace is the time a request body may take before MinReadRate
+	// applies. Default 5s.
+	ReadGrace time.Duration
 	// RetryAfter is the delay suggested to senders when the trace buffer is
 	// full or the receiver is unavailable (HTTP Retry-After, rounded up to
 	// whole seconds; gRPC RetryInfo). Default 1s.
@@ -48,7 +75,11 @@ func DefaultConfig() Config {
 		GRPCAddr:              ":4317",
 		MaxRequestBytes:       16 << 20,
 		MaxSpanAttributes:     defaultMaxAttrs,
+		MaxResourceAttributes: defaultMaxAttrs,
 		MaxConcurrentRequests: 32,
+		MaxBufferedBytes:      256 << 20,
+		MinReadRate:           64 << 10,
+		ReadGrace:             5 * time.Second,
 		RetryAfter:            time.Second,
 	}
 }
@@ -67,8 +98,20 @@ func (c Config) Validate() error {
 	if c.MaxSpanAttributes <= 0 {
 		errs = append(errs, fmt.Errorf("MaxSpanAttributes must be positive, got %d", c.MaxSpanAttributes))
 	}
+	if c.MaxResourceAttributes <= 0 {
+		errs = append(errs, fmt.Errorf("MaxResourceAttributes must be positive, got %d", c.MaxResourceAttributes))
+	}
 	if c.MaxConcurrentRequests <= 0 {
 		errs = append(errs, fmt.Errorf("MaxConcurrentRequests must be positive, got %d", c.MaxConcurrentRequests))
+	}
+	if c.MaxBufferedBytes < c.MaxRequestBytes || c.MaxBufferedBytes <= 0 {
+		errs = append(errs, fmt.Errorf("MaxBufferedBytes must be at least MaxRequestBytes (%d), got %d", c.MaxRequestBytes, c.MaxBufferedBytes))
+	}
+	if c.MinReadRate <= 0 {
+		errs = append(errs, fmt.Errorf("MinReadRate must be positive (bytes per second), got %d", c.MinReadRate))
+	}
+	if c.ReadGrace <= 0 {
+		errs = append(errs, fmt.Errorf("ReadGrace must be positive, got %v", c.ReadGrace))
 	}
 	if c.RetryAfter <= 0 {
 		errs = append(errs, fmt.Errorf("RetryAfter must be positive, got %v", c.RetryAfter))
@@ -79,6 +122,12 @@ func (c Config) Validate() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// maxReceiveTime is how long one gRPC message may take to arrive: the time
+// MinReadRate allows the largest one.
+func (c Config) maxReceiveTime() time.Duration {
+	return c.ReadGrace + time.Duration(c.MaxRequestBytes*int64(time.Second)/c.MinReadRate)
 }
 
 // grpcEnabled reports whether GRPCAddr asks for a gRPC listener.

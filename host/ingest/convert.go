@@ -24,6 +24,9 @@ var (
 	ErrBadParentSpanID   = errors.New("span has a malformed parent span ID")
 	ErrTooManyAttributes = errors.New("span has too many attributes")
 	ErrMalformedSpan     = errors.New("span is malformed")
+	// ErrTooManyResourceAttributes refuses every span of a resource that
+	// carries more than Limits.ResourceAttributes attributes.
+	ErrTooManyResourceAttributes = errors.New("span's resource has too many attributes")
 )
 
 // reasons maps each rejection error to its metric label. The list is the
@@ -39,6 +42,7 @@ var reasons = [...]struct {
 	{ErrBadSpanID, "bad_span_id"},
 	{ErrBadParentSpanID, "bad_parent_span_id"},
 	{ErrTooManyAttributes, "too_many_attributes"},
+	{ErrTooManyResourceAttributes, "too_many_resource_attributes"},
 	{ErrMalformedSpan, "malformed"},
 }
 
@@ -62,10 +66,22 @@ func (r Rejected) Reason() string {
 
 func (r Rejected) String() string { return fmt.Sprintf("span %d: %v", r.Index, r.Err) }
 
+// Limits are the bounds Convert applies to each span.
+type Limits struct {
+	// SpanAttributes is the most attributes one span may carry.
+	SpanAttributes int
+	// ResourceAttributes is the most attributes one resource may carry.
+	ResourceAttributes int
+}
+
+// defaultLimits are DefaultConfig's, for DecodeJSON and DecodeProto.
+var defaultLimits = Limits{SpanAttributes: defaultMaxAttrs, ResourceAttributes: defaultMaxAttrs}
+
 // Convert appends the valid spans of td to dst and returns the refused ones.
-// A span with more than maxAttrs attributes is refused. Spans of one resource
-// share a single ResourceAttrs slice.
-func Convert(dst []traces.Span, td ptrace.Traces, maxAttrs int) ([]traces.Span, []Rejected) {
+// A span with more than lim.SpanAttributes attributes is refused, and so is
+// every span of a resource with more than lim.ResourceAttributes. Spans of
+// one resource share a single ResourceAttrs slice.
+func Convert(dst []traces.Span, td ptrace.Traces, lim Limits) ([]traces.Span, []Rejected) {
 	var rejected []Rejected
 	dst = slices.Grow(dst, td.SpanCount())
 	index := 0
@@ -73,6 +89,20 @@ func Convert(dst []traces.Span, td ptrace.Traces, maxAttrs int) ([]traces.Span, 
 	for i := 0; i < rss.Len(); i++ {
 		rs := rss.At(i)
 		res := rs.Resource().Attributes()
+		if res.Len() > lim.ResourceAttributes {
+			// Every span is refused on its own, as the other reasons are, so
+			// counts and partial_success stay per span; the attributes are
+			// never converted.
+			err := fmt.Errorf("%w (resourceSpans[%d]): %d, at most %d", ErrTooManyResourceAttributes, i, res.Len(), lim.ResourceAttributes)
+			sss := rs.ScopeSpans()
+			for j := 0; j < sss.Len(); j++ {
+				for range sss.At(j).Spans().Len() {
+					rejected = append(rejected, Rejected{Index: index, Err: err})
+					index++
+				}
+			}
+			continue
+		}
 		service := ""
 		if v, ok := res.Get("service.name"); ok {
 			service = v.AsString()
@@ -83,7 +113,7 @@ func Convert(dst []traces.Span, td ptrace.Traces, maxAttrs int) ([]traces.Span, 
 			spans := sss.At(j).Spans()
 			for k := 0; k < spans.Len(); k++ {
 				sp := spans.At(k)
-				if err := check(sp, maxAttrs); err != nil {
+				if err := check(sp, lim.SpanAttributes); err != nil {
 					rejected = append(rejected, Rejected{Index: index, Err: err})
 					index++
 					continue

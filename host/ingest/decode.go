@@ -17,28 +17,29 @@ import (
 // OTLP answers 400 / INVALID_ARGUMENT and senders must not retry.
 var ErrMalformed = errors.New("malformed request")
 
-// defaultMaxAttrs is DefaultConfig().MaxSpanAttributes, for DecodeJSON.
+// defaultMaxAttrs is DefaultConfig's MaxSpanAttributes and
+// MaxResourceAttributes, for DecodeJSON and DecodeProto.
 const defaultMaxAttrs = 128
 
 // DecodeJSON decodes an OTLP/JSON ExportTraceServiceRequest and converts it
-// with the default attribute limit.
+// with the default attribute limits.
 func DecodeJSON(body []byte) ([]traces.Span, []Rejected, error) {
 	td, err := decodeOTLP(body, encodingJSON)
 	if err != nil {
 		return nil, nil, err
 	}
-	spans, rejected := Convert(nil, td, defaultMaxAttrs)
+	spans, rejected := Convert(nil, td, defaultLimits)
 	return spans, rejected, nil
 }
 
 // DecodeProto decodes an OTLP/protobuf ExportTraceServiceRequest and converts
-// it with the default attribute limit.
+// it with the default attribute limits.
 func DecodeProto(body []byte) ([]traces.Span, []Rejected, error) {
 	td, err := decodeOTLP(body, encodingProto)
 	if err != nil {
 		return nil, nil, err
 	}
-	spans, rejected := Convert(nil, td, defaultMaxAttrs)
+	spans, rejected := Convert(nil, td, defaultLimits)
 	return spans, rejected, nil
 }
 

@@ -2,6 +2,7 @@ package ingest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -10,9 +11,11 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/grpc/tap"
 	"google.golang.org/protobuf/protoadapt"
 	"google.golang.org/protobuf/types/known/durationpb"
 
@@ -25,13 +28,28 @@ const (
 	exportMethod = "/" + traceService + "/Export"
 )
 
+// Bounds of the gRPC server beyond Config.
+const (
+	// grpcMaxStreams bounds the calls in progress on one connection.
+	// Default 100, the HTTP/2 specification's recommended minimum; OTLP
+	// exporters run a handful.
+	grpcMaxStreams = 100
+	// grpcMaxIdle closes a connection with no call for this long, as the
+	// HTTP server's IdleTimeout does; clients reconnect on their next
+	// export. Default 2m.
+	grpcMaxIdle = 2 * time.Minute
+)
+
 // newGRPCServer builds the OTLP/gRPC server: messages bounded by
-// MaxRequestBytes (decompressed), gzip accepted, the trace service
-// registered with grpcCodec.
+// MaxRequestBytes (decompressed) and by the time MinReadRate allows them,
+// gzip accepted, the trace service registered with grpcCodec.
 func (r *Receiver) newGRPCServer() *grpc.Server {
 	s := grpc.NewServer(
 		grpc.MaxRecvMsgSize(int(r.cfg.MaxRequestBytes)),
 		grpc.ForceServerCodecV2(grpcCodec{}),
+		grpc.MaxConcurrentStreams(grpcMaxStreams),
+		grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionIdle: grpcMaxIdle}),
+		grpc.InTapHandle(r.receiveDeadline),
 	)
 	s.RegisterService(&grpc.ServiceDesc{
 		ServiceName: traceService,
@@ -43,6 +61,19 @@ func (r *Receiver) newGRPCServer() *grpc.Server {
 		Metadata: "opentelemetry/proto/collector/trace/v1/trace_service.proto",
 	}, r)
 	return s
+}
+
+// receiveDeadline bounds each call by the time MinReadRate allows the
+// largest message. grpc-go has no read timeout: without it a sender that
+// stops halfway through a message holds its stream, goroutine and the
+// bytes sent so far for as long as the connection lives. The stream's own
+// context (which the message is read under) becomes this one; the
+// transport cancels its parent when the stream ends, which also ends this
+// one's timer.
+func (r *Receiver) receiveDeadline(ctx context.Context, _ *tap.Info) (context.Context, error) {
+	ctx, cancel := context.WithTimeoutCause(ctx, r.cfg.maxReceiveTime(), errTooSlow)
+	context.AfterFunc(ctx, cancel)
+	return ctx, nil
 }
 
 type exporter interface {
@@ -120,18 +151,21 @@ func (r *Receiver) exportGRPC(ctx context.Context, dec func(any) error) (any, er
 	if r.closed.Load() {
 		return fail(classify(fmt.Errorf("ingest spans: receiver is shutting down: %w", traces.ErrUnavailable)))
 	}
-	if err := r.acquire(ctx); err != nil {
-		return fail(classify(err))
-	}
-	defer r.release()
+	// grpc-go (since 1.7x) calls a unary handler before the message has
+	// arrived and reads it in dec; dec must run before the slot is taken,
+	// or a slow sender holds a slot.
 	var req grpcRequest
 	if err := dec(&req); err != nil {
-		return fail(classify(fmt.Errorf("%w: %v", ErrMalformed, err)))
+		return fail(r.recvFailure(ctx, err))
 	}
 	if req.err != nil {
 		return fail(classify(req.err))
 	}
-	spans, rejected := Convert(nil, req.td, r.cfg.MaxSpanAttributes)
+	if err := r.acquire(ctx); err != nil {
+		return fail(classify(err))
+	}
+	defer r.release()
+	spans, rejected := Convert(nil, req.td, r.limits())
 	res, err := r.deliver(ctx, spans, rejected)
 	if err != nil {
 		return fail(classify(err))
@@ -148,6 +182,28 @@ func (r *Receiver) exportGRPC(ctx context.Context, dec func(any) error) (any, er
 	r.observe(transportGRPC, res.outcome(), start)
 	out := grpcResponse(b)
 	return &out, nil
+}
+
+// recvFailure answers an error from receiving the request message.
+func (r *Receiver) recvFailure(ctx context.Context, err error) failure {
+	if errors.Is(context.Cause(ctx), errTooSlow) {
+		return failure{code: codes.DeadlineExceeded, outcome: outcomeTooSlow,
+			msg: fmt.Sprintf("%v: the message did not arrive within %v (ReadGrace + MaxRequestBytes/MinReadRate): send faster or smaller batches",
+				errTooSlow, r.cfg.maxReceiveTime())}
+	}
+	if ctx.Err() != nil {
+		return classify(ctx.Err())
+	}
+	if st, ok := status.FromError(err); ok && st.Code() != codes.Unknown {
+		// grpc-go's own refusals (a message over MaxRecvMsgSize is
+		// RESOURCE_EXHAUSTED) keep their code.
+		f := failure{code: st.Code(), outcome: outcomeMalformed, msg: st.Message()}
+		if st.Code() == codes.ResourceExhausted {
+			f.outcome = outcomeTooLarge
+		}
+		return f
+	}
+	return classify(fmt.Errorf("%w: %v", ErrMalformed, err))
 }
 
 // grpcStatus turns a failure into a gRPC status, with RetryInfo when the

@@ -230,7 +230,8 @@ func TestGRPCLifecycle(t *testing.T) {
 		runtime.Gosched()
 	}
 
-	r, err := New(Config{GRPCAddr: "127.0.0.1:0", MaxRequestBytes: 1, MaxSpanAttributes: 1, MaxConcurrentRequests: 1, RetryAfter: 1}, (&recorder{}).sink, Settings{})
+	r, err := New(Config{GRPCAddr: "127.0.0.1:0", MaxRequestBytes: 1, MaxSpanAttributes: 1, MaxResourceAttributes: 1,
+		MaxConcurrentRequests: 1, MaxBufferedBytes: 1, MinReadRate: 1, ReadGrace: 1, RetryAfter: 1}, (&recorder{}).sink, Settings{})
 	if err != nil {
 		t.Fatal(err)
 	}

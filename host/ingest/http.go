@@ -1,17 +1,13 @@
 package ingest
 
 import (
-	"bytes"
 	"compress/gzip"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"mime"
 	"net/http"
 	"strconv"
-	"strings"
-	"sync"
 	"time"
 
 	"go.opentelemetry.io/collector/pdata/ptrace/ptraceotlp"
@@ -47,6 +43,7 @@ func (r *Receiver) serveTraces(w http.ResponseWriter, req *http.Request) {
 		r.writeError(w, enc, f)
 		r.observe(transportHTTP, f.outcome, start)
 	}
+	r.bodyDeadline(w, start)
 	if f, ok := r.precheck(req); !ok {
 		fail(f)
 		return
@@ -56,23 +53,23 @@ func (r *Receiver) serveTraces(w http.ResponseWriter, req *http.Request) {
 			fmt.Sprintf("unsupported Content-Type %q: send %s or %s", req.Header.Get("Content-Type"), contentTypeProto, contentTypeJSON)})
 		return
 	}
+	var b body
+	defer r.free(&b)
+	if f, ok := r.readBody(w, req, start, &b); !ok {
+		fail(f)
+		return
+	}
 	if err := r.acquire(req.Context()); err != nil {
 		fail(classify(err))
 		return
 	}
 	defer r.release()
-	buf := r.pools.buffer()
-	defer r.pools.putBuffer(buf)
-	if f, ok := r.readBody(w, req, buf); !ok {
-		fail(f)
-		return
-	}
-	td, err := decodeOTLP(buf.Bytes(), enc)
+	td, err := decodeOTLP(b.b, enc)
 	if err != nil {
 		fail(classify(err))
 		return
 	}
-	spans, rejected := Convert(nil, td, r.cfg.MaxSpanAttributes)
+	spans, rejected := Convert(nil, td, r.limits())
 	res, err := r.deliver(req.Context(), spans, rejected)
 	if err != nil {
 		fail(classify(err))
@@ -115,6 +112,13 @@ func (r *Receiver) precheck(req *http.Request) (failure, bool) {
 	return failure{}, true
 }
 
+// bodyDeadline gives the request ReadGrace to start its body, so that even a
+// body left unread (the request refused on its headers) is not drained at
+// the sender's pace when the server discards it.
+func (r *Receiver) bodyDeadline(w http.ResponseWriter, start time.Time) {
+	_ = http.NewResponseController(w).SetReadDeadline(start.Add(r.cfg.ReadGrace))
+}
+
 // otlpEncoding maps a Content-Type to an OTLP encoding; known is false for
 // anything else.
 func otlpEncoding(contentType string) (enc encoding, known bool) {
@@ -136,47 +140,6 @@ func contentTypeOf(enc encoding) string {
 		return contentTypeProto
 	}
 	return contentTypeJSON
-}
-
-// readBody reads the request body into buf, decompressing gzip, with both
-// the compressed and the decompressed size bounded by MaxRequestBytes.
-func (r *Receiver) readBody(w http.ResponseWriter, req *http.Request, buf *bytes.Buffer) (failure, bool) {
-	limit := r.cfg.MaxRequestBytes
-	tooLarge := failure{http.StatusRequestEntityTooLarge, codes.ResourceExhausted, outcomeTooLarge, false,
-		fmt.Sprintf("request body is larger than %d bytes (MaxRequestBytes): send smaller batches", limit)}
-	if req.ContentLength > limit {
-		return tooLarge, false
-	}
-	var body io.Reader = http.MaxBytesReader(w, req.Body, limit)
-	switch ce := strings.ToLower(strings.TrimSpace(req.Header.Get("Content-Encoding"))); ce {
-	case "", "identity":
-	case "gzip", "x-gzip":
-		zr, err := r.pools.gzip(body)
-		if err != nil {
-			var mbe *http.MaxBytesError
-			if errors.As(err, &mbe) {
-				return tooLarge, false
-			}
-			return failure{http.StatusBadRequest, codes.InvalidArgument, outcomeMalformed, false, "read gzip body: " + err.Error()}, false
-		}
-		defer r.pools.putGzip(zr)
-		body = zr
-	default:
-		return failure{http.StatusUnsupportedMediaType, codes.InvalidArgument, outcomeUnsupported, false,
-			fmt.Sprintf("unsupported Content-Encoding %q: send gzip or no encoding", ce)}, false
-	}
-	if req.ContentLength > 0 && req.ContentLength < 1<<20 {
-		buf.Grow(int(req.ContentLength))
-	}
-	n, err := buf.ReadFrom(io.LimitReader(body, limit+1))
-	var mbe *http.MaxBytesError
-	switch {
-	case errors.As(err, &mbe), n > limit:
-		return tooLarge, false
-	case err != nil:
-		return failure{http.StatusBadRequest, codes.InvalidArgument, outcomeMalformed, false, "read request body: " + err.Error()}, false
-	}
-	return failure{}, true
 }
 
 // writeError answers f as a google.rpc.Status in the request's encoding, with
@@ -224,30 +187,6 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", contentTypeJSON)
 	w.WriteHeader(status)
 	_, _ = w.Write(append(b, '\n'))
-}
-
-// pools recycles request bodies and gzip readers. Bodies above maxPooled
-// are left to the garbage collector so one huge request does not pin memory.
-type pools struct {
-	buffers sync.Pool
-	gzips   sync.Pool
-}
-
-const maxPooled = 1 << 20
-
-func (p *pools) buffer() *bytes.Buffer {
-	if b, ok := p.buffers.Get().(*bytes.Buffer); ok {
-		return b
-	}
-	return new(bytes.Buffer)
-}
-
-func (p *pools) putBuffer(b *bytes.Buffer) {
-	if b.Cap() > maxPooled {
-		return
-	}
-	b.Reset()
-	p.buffers.Put(b)
 }
 
 func (p *pools) gzip(r io.Reader) (*gzip.Reader, error) {

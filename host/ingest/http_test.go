@@ -377,7 +377,9 @@ func TestWithAssembler(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r, err := New(Config{MaxRequestBytes: 1 << 20, MaxSpanAttributes: 128, MaxConcurrentRequests: 4, RetryAfter: 2500e6}, asm.Add, Settings{})
+	cfg := DefaultConfig()
+	cfg.GRPCAddr, cfg.MaxRequestBytes, cfg.MaxConcurrentRequests, cfg.RetryAfter = "", 1<<20, 4, 2500e6
+	r, err := New(cfg, asm.Add, Settings{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -33,7 +33,14 @@ func (r *Receiver) serveSpans(w http.ResponseWriter, req *http.Request) {
 		r.writeError(w, encodingJSON, f)
 		r.observe(transportLegacy, f.outcome, start)
 	}
+	r.bodyDeadline(w, start)
 	if f, ok := r.precheck(req); !ok {
+		fail(f)
+		return
+	}
+	var b body
+	defer r.free(&b)
+	if f, ok := r.readBody(w, req, start, &b); !ok {
 		fail(f)
 		return
 	}
@@ -42,13 +49,7 @@ func (r *Receiver) serveSpans(w http.ResponseWriter, req *http.Request) {
 		return
 	}
 	defer r.release()
-	buf := r.pools.buffer()
-	defer r.pools.putBuffer(buf)
-	if f, ok := r.readBody(w, req, buf); !ok {
-		fail(f)
-		return
-	}
-	spans, rejected, err := DecodeLegacy(buf.Bytes(), r.cfg.MaxSpanAttributes)
+	spans, rejected, err := DecodeLegacy(b.b, r.cfg.MaxSpanAttributes)
 	if err != nil {
 		fail(classify(err))
 		return

@@ -25,6 +25,8 @@ const (
 	outcomeFull            = "full"
 	outcomeUnavailable     = "unavailable"
 	outcomeCanceled        = "canceled"
+	outcomeTooSlow         = "too_slow"
+	outcomeBusy            = "busy"
 	outcomeError           = "error"
 )
 
@@ -37,7 +39,7 @@ type metrics struct {
 	inFlight prometheus.Gauge
 }
 
-func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+func newMetrics(reg prometheus.Registerer, buffered *budget) (*metrics, error) {
 	if reg == nil {
 		reg = prometheus.NewRegistry()
 	}
@@ -73,7 +75,11 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		m.rejected[r.label] = rejected.WithLabelValues(r.label)
 	}
 	m.rejected["other"] = rejected.WithLabelValues("other")
-	for _, c := range []prometheus.Collector{m.received, m.ingested, rejected, m.requests, m.duration, m.inFlight} {
+	bufferedBytes := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "betrace_ingest_buffered_bytes",
+		Help: "Memory held by HTTP request bodies being read or handled, bounded by MaxBufferedBytes.",
+	}, func() float64 { return float64(buffered.used.Load()) })
+	for _, c := range []prometheus.Collector{m.received, m.ingested, rejected, m.requests, m.duration, m.inFlight, bufferedBytes} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register metrics: %w", err)
 		}

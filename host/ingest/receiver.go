@@ -36,8 +36,10 @@ type Receiver struct {
 	log   *slog.Logger
 	m     *metrics
 	slots chan struct{} // MaxConcurrentRequests
-	token bearer.Token
-	open  bool // no token configured
+	// buffered counts the capacity of HTTP body buffers (MaxBufferedBytes).
+	buffered *budget
+	token    bearer.Token
+	open     bool // no token configured
 
 	closed atomic.Bool // set by Shutdown: requests get 503
 	pools  pools
@@ -58,17 +60,19 @@ func New(cfg Config, sink Sink, set Settings) (*Receiver, error) {
 	if sink == nil {
 		return nil, errors.New("new ingest receiver: sink is nil")
 	}
-	m, err := newMetrics(set.Registerer)
+	buffered := &budget{max: cfg.MaxBufferedBytes}
+	m, err := newMetrics(set.Registerer, buffered)
 	if err != nil {
 		return nil, fmt.Errorf("new ingest receiver: %w", err)
 	}
 	r := &Receiver{
-		cfg:   cfg,
-		sink:  sink,
-		log:   set.Logger,
-		m:     m,
-		slots: make(chan struct{}, cfg.MaxConcurrentRequests),
-		open:  cfg.Token == "",
+		cfg:      cfg,
+		sink:     sink,
+		log:      set.Logger,
+		m:        m,
+		slots:    make(chan struct{}, cfg.MaxConcurrentRequests),
+		buffered: buffered,
+		open:     cfg.Token == "",
 	}
 	if !r.open {
 		if r.token, err = bearer.Parse("BETRACE_INGEST_TOKEN", cfg.Token); err != nil {
@@ -105,7 +109,9 @@ func (r *Receiver) Start(ctx context.Context) error {
 	}
 	r.log.InfoContext(ctx, "ingest receiver started", "grpc_addr", r.grpcAddr(),
 		"max_request_bytes", r.cfg.MaxRequestBytes, "max_span_attributes", r.cfg.MaxSpanAttributes,
-		"max_concurrent_requests", r.cfg.MaxConcurrentRequests, "auth", !r.open)
+		"max_resource_attributes", r.cfg.MaxResourceAttributes, "max_concurrent_requests", r.cfg.MaxConcurrentRequests,
+		"max_buffered_bytes", r.cfg.MaxBufferedBytes, "min_read_rate", r.cfg.MinReadRate, "read_grace", r.cfg.ReadGrace.String(),
+		"auth", !r.open)
 	return nil
 }
 
@@ -180,6 +186,11 @@ func (r *Receiver) acquire(ctx context.Context) error {
 func (r *Receiver) release() {
 	<-r.slots
 	r.m.inFlight.Dec()
+}
+
+// limits are the per-span bounds of Convert.
+func (r *Receiver) limits() Limits {
+	return Limits{SpanAttributes: r.cfg.MaxSpanAttributes, ResourceAttributes: r.cfg.MaxResourceAttributes}
 }
 
 // authorized reports whether an Authorization value carries the token.

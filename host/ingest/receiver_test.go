@@ -227,7 +227,8 @@ func TestMetricsLint(t *testing.T) {
 		have[mf.GetName()] = true
 	}
 	for _, name := range []string{"betrace_spans_received_total", "betrace_spans_rejected_total", "betrace_spans_ingested_total",
-		"betrace_ingest_requests_total", "betrace_ingest_request_duration_seconds", "betrace_ingest_requests_in_flight"} {
+		"betrace_ingest_requests_total", "betrace_ingest_request_duration_seconds", "betrace_ingest_requests_in_flight",
+		"betrace_ingest_buffered_bytes"} {
 		if !have[name] {
 			t.Errorf("metric %s not exposed", name)
 		}
@@ -240,7 +241,8 @@ func TestConfigValidate(t *testing.T) {
 	}
 	cfg := Config{GRPCAddr: "4317", Token: "a b"}
 	err := cfg.Validate()
-	for _, field := range []string{"GRPCAddr", "MaxRequestBytes", "MaxSpanAttributes", "MaxConcurrentRequests", "RetryAfter", "BETRACE_INGEST_TOKEN"} {
+	for _, field := range []string{"GRPCAddr", "MaxRequestBytes", "MaxSpanAttributes", "MaxResourceAttributes", "MaxConcurrentRequests",
+		"MaxBufferedBytes", "MinReadRate", "ReadGrace", "RetryAfter", "BETRACE_INGEST_TOKEN"} {
 		if err == nil || !strings.Contains(err.Error(), field) {
 			t.Errorf("error %v does not name %s", err, field)
 		}
