@@ -30,7 +30,7 @@ func demo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 
-	host, err := sandbox.NewHost(*cacheDir)
+	host, err := sandbox.NewHost(sandbox.HostConfig{CacheDir: *cacheDir})
 	if err != nil {
 		fmt.Fprintln(stderr, "betrace demo:", err)
 		return 1

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"os"
 	"runtime/debug"
@@ -143,6 +144,14 @@ func options() []option {
 		{"memory-limit", "BETRACE_MEMORY_LIMIT", "768MiB", "soft limit of the Go heap (GOMEMLIMIT wins when set); the GC works harder near it", false, func(c *service.Config, v string) error {
 			n, err := parseBytes(v)
 			c.MemoryLimit = n
+			return err
+		}},
+		{"rule-memory-budget", "BETRACE_RULE_MEMORY_BUDGET", "", "linear memory of every rule instance together (empty: a third of the memory limit, 256MiB by default); a rule cannot grow past it", false, func(c *service.Config, v string) error {
+			if v == "" {
+				return nil
+			}
+			n, err := parseBytes(v)
+			c.RuleMemoryBudget = n
 			return err
 		}},
 		{"log-level", "LOG_LEVEL", "info", "debug, info, warn or error", false, func(c *service.Config, v string) error { return nil }},
@@ -305,6 +314,8 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	slog.SetDefault(logger)
 	if os.Getenv("GOMEMLIMIT") == "" {
 		debug.SetMemoryLimit(cfg.MemoryLimit)
+	} else if l := debug.SetMemoryLimit(-1); l < math.MaxInt64 {
+		cfg.MemoryLimit = l // the limit in force, from which defaults derive
 	}
 
 	svc, err := service.New(cfg, logger)

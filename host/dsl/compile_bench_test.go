@@ -167,7 +167,7 @@ func BenchmarkCompile(b *testing.B) {
 // metering, compilation by wazero, the admission checks and one instance.
 func BenchmarkAdmitCompiled(b *testing.B) {
 	module := compileSource(b, `when { payment.charge } always { fraud.check }`)
-	h, err := sandbox.NewHost("")
+	h, err := sandbox.NewHost(sandbox.HostConfig{})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -20,7 +20,7 @@ import (
 
 func testHost(tb testing.TB) *sandbox.Host {
 	tb.Helper()
-	h, err := sandbox.NewHost("")
+	h, err := sandbox.NewHost(sandbox.HostConfig{})
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -84,7 +84,7 @@ func (e *Evaluator) Evaluate(ctx context.Context, spans []traces.Span, flags uin
 				f = &sandbox.Fault{Outcome: sandbox.OutcomeTrap, Err: err}
 			}
 			v.Fault, v.FuelUsed = f, f.FuelUsed
-			if f.Outcome != sandbox.OutcomeCanceled && len(spans) > 0 {
+			if f.Outcome.Strikes() && len(spans) > 0 {
 				if q, tripped := r.Strikes.Record(rules.Strike{Reason: f.Outcome.String(), Err: f.Error(), FuelUsed: f.FuelUsed, TraceID: hex.EncodeToString(spans[0].TraceID[:])}); tripped {
 					v.Quarantine = &q
 				}

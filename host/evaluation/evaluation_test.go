@@ -29,7 +29,7 @@ func loadRules(t testing.TB, h *sandbox.Host, ids []string, cfg rules.Config) []
 
 func newHost(t testing.TB) *sandbox.Host {
 	t.Helper()
-	h, err := sandbox.NewHost(testrules.CacheDir(t))
+	h, err := sandbox.NewHost(sandbox.HostConfig{CacheDir: testrules.CacheDir(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,6 +6,7 @@ import (
 	"net/http"
 
 	"github.com/betracehq/betrace/host/registry"
+	"github.com/betracehq/betrace/host/sandbox"
 	"github.com/betracehq/betrace/host/store"
 )
 
@@ -48,6 +49,8 @@ var errorTable = []struct {
 	{store.ErrNotFound, http.StatusNotFound, codeNotFound},
 	{registry.ErrExists, http.StatusConflict, codeAlreadyExists},
 	{registry.ErrInvalid, http.StatusBadRequest, codeInvalidArgument},
+	// Before ErrRefused: the module is fine, the host has no room for it.
+	{sandbox.ErrMemoryBudget, http.StatusInsufficientStorage, codeResourceExhausted},
 	{registry.ErrRefused, http.StatusBadRequest, codeInvalidArgument},
 	{store.ErrUnavailable, http.StatusServiceUnavailable, codeUnavailable},
 	{store.ErrConflict, http.StatusConflict, codeFailedPrecondition},

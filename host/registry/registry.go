@@ -383,6 +383,11 @@ func applySpec(rec *rules.Record, spec Spec) error {
 	case len(rec.Tags) > 32:
 		return fmt.Errorf("%w: %d tags, at most 32", ErrInvalid, len(rec.Tags))
 	}
+	for _, t := range rec.Tags {
+		if len(t) > 64 || t == "" {
+			return fmt.Errorf("%w: tag %.64q is %d bytes; a tag has 1 to 64", ErrInvalid, t, len(t))
+		}
+	}
 	if err := (sandbox.Limits{Fuel: rec.Limits.Fuel, MemoryPages: rec.Limits.MemoryPages}).Validate(); err != nil {
 		return fmt.Errorf("%w: %w", ErrInvalid, err)
 	}

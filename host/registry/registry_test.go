@@ -30,7 +30,7 @@ func open(t *testing.T, dir string) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h, err := sandbox.NewHost(testrules.CacheDir(t))
+	h, err := sandbox.NewHost(sandbox.HostConfig{CacheDir: testrules.CacheDir(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -36,7 +36,15 @@ const (
 	// OutcomeDeadline: the call outlasted its wall-clock backstop (Backstop),
 	// which only host calls can do, fuel bounding everything else.
 	OutcomeDeadline
+	// OutcomeMemoryBudget: the guest grew its memory within its own cap,
+	// but the host's budget for all rules together was spent. Not the
+	// rule's fault: it is not a strike.
+	OutcomeMemoryBudget
 )
+
+// Strikes reports whether the outcome counts against the rule: whether it
+// says something about the rule rather than about the host or the caller.
+func (o Outcome) Strikes() bool { return o != OutcomeCanceled && o != OutcomeMemoryBudget }
 
 // String returns the word used in the API, metric labels and logs.
 func (o Outcome) String() string {
@@ -53,6 +61,8 @@ func (o Outcome) String() string {
 		return "canceled"
 	case OutcomeDeadline:
 		return "deadline"
+	case OutcomeMemoryBudget:
+		return "memory_budget"
 	}
 	return "unknown"
 }
@@ -82,6 +92,8 @@ func (f *Fault) describe() string {
 		return "evaluation canceled"
 	case OutcomeDeadline:
 		return "ran past its deadline"
+	case OutcomeMemoryBudget:
+		return "could not grow its memory"
 	}
 	return "failed"
 }

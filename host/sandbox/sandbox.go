@@ -33,24 +33,47 @@ func allowedImport(mod, name string) bool {
 	return ok || name == "proc_exit"
 }
 
-// Host holds what sandboxes share: the compilation cache. Close it after
-// every Sandbox it loaded.
+// Host holds what sandboxes share: the compilation cache and the memory
+// budget. Close it after every Sandbox it loaded.
 type Host struct {
-	cache wazero.CompilationCache
-	meter meter.Config
+	cache  wazero.CompilationCache
+	meter  meter.Config
+	memory *memoryBudget
+	admit  time.Duration // AdmissionTimeout
 }
 
-// NewHost returns a Host whose compiled code is cached in cacheDir, so a
-// restart does not recompile every rule; "" keeps the cache in memory.
-func NewHost(cacheDir string) (*Host, error) {
+// HostConfig configures a Host. A zero field means its default.
+type HostConfig struct {
+	// CacheDir keeps compiled code on disk, so a restart does not recompile
+	// every rule; "" keeps the cache in memory.
+	CacheDir string
+	// MemoryBudget bounds the linear memory of every instance of every rule
+	// together, in bytes. Default DefaultMemoryBudget.
+	MemoryBudget int64
+	// AdmissionTimeout bounds metering and compiling one module. Default
+	// DefaultAdmissionTimeout.
+	AdmissionTimeout time.Duration
+}
+
+// NewHost returns a Host configured by cfg.
+func NewHost(cfg HostConfig) (*Host, error) {
+	if cfg.MemoryBudget < 0 {
+		return nil, fmt.Errorf("sandbox: memory budget %d is negative", cfg.MemoryBudget)
+	}
+	if cfg.MemoryBudget == 0 {
+		cfg.MemoryBudget = DefaultMemoryBudget
+	}
+	if cfg.AdmissionTimeout <= 0 {
+		cfg.AdmissionTimeout = DefaultAdmissionTimeout
+	}
 	cache := wazero.NewCompilationCache()
-	if cacheDir != "" {
+	if cfg.CacheDir != "" {
 		var err error
-		if cache, err = wazero.NewCompilationCacheWithDir(cacheDir); err != nil {
-			return nil, fmt.Errorf("sandbox: open compilation cache in %s: %w", cacheDir, err)
+		if cache, err = wazero.NewCompilationCacheWithDir(cfg.CacheDir); err != nil {
+			return nil, fmt.Errorf("sandbox: open compilation cache in %s: %w", cfg.CacheDir, err)
 		}
 	}
-	return &Host{cache: cache, meter: meter.DefaultConfig()}, nil
+	return &Host{cache: cache, meter: meter.DefaultConfig(), memory: &memoryBudget{limit: cfg.MemoryBudget}, admit: cfg.AdmissionTimeout}, nil
 }
 
 // Close releases the compilation cache.
@@ -58,6 +81,7 @@ func (h *Host) Close(ctx context.Context) error { return h.cache.Close(ctx) }
 
 // Sandbox is one admitted rule module with its runtime and instance pool.
 type Sandbox struct {
+	host      *Host
 	limits    Limits
 	metered   bool
 	runtime   wazero.Runtime
@@ -74,6 +98,8 @@ type Sandbox struct {
 	closed atomic.Bool
 
 	created, discarded atomic.Uint64
+
+	memMin, memMax uint64 // bytes of an instance's linear memory at start and at most
 }
 
 // Stats counts instance turnover: every fault and every recycle discards
@@ -96,6 +122,7 @@ type instance struct {
 	evaluate api.Function
 	stack    [2]uint64
 	stderr   *tail
+	memory   *mapping
 
 	// ctx is what the guest is called with: it carries the instance to the
 	// host functions (callKey). The caller's own context is checked by the
@@ -107,12 +134,13 @@ type instance struct {
 	expired  bool      // a host function found the backstop passed
 }
 
-// AdmissionTimeout bounds metering and compiling one module (default 10 s).
-// The example rules take under 1 s and a 13 MB Go program 4 s; the limits
+// DefaultAdmissionTimeout bounds metering and compiling one module. The
+// example rules take under 1 s alone and a 13 MB Go program 4 s; the limits
 // in package meter keep each function quick, and this bounds a module of
-// many. Compilation uses two workers, the fewest with which wazero stops
-// between functions when the deadline passes.
-const AdmissionTimeout = 10 * time.Second
+// many, with room for a machine busy evaluating (or running the race
+// detector). Compilation uses two workers, the fewest with which wazero
+// stops between functions when the deadline passes.
+const DefaultAdmissionTimeout = 30 * time.Second
 
 // Load admits module under limits and returns its Sandbox, or an error that
 // wraps one of the admission errors and names the problem.
@@ -135,8 +163,8 @@ func (h *Host) load(ctx context.Context, module []byte, limits Limits, metered b
 		return nil, fmt.Errorf("%w: only binary format version 1 is supported", ErrInvalidModule)
 	}
 	code := module
-	actx, cancel := context.WithTimeoutCause(experimental.WithCompilationWorkers(ctx, 2), AdmissionTimeout,
-		fmt.Errorf("metering and compiling took longer than %v (sandbox.AdmissionTimeout); make the module or its largest functions smaller", AdmissionTimeout))
+	actx, cancel := context.WithTimeoutCause(experimental.WithCompilationWorkers(ctx, 2), h.admit,
+		fmt.Errorf("metering and compiling took longer than %v; make the module or its largest functions smaller", h.admit))
 	defer cancel()
 	if metered {
 		var err error
@@ -153,6 +181,7 @@ func (h *Host) load(ctx context.Context, module []byte, limits Limits, metered b
 		WithCompilationCache(h.cache).
 		WithMemoryLimitPages(lim.MemoryPages))
 	s := &Sandbox{
+		host:    h,
 		limits:  lim,
 		metered: metered,
 		runtime: rt,
@@ -195,6 +224,14 @@ func (s *Sandbox) admit(ctx, compileCtx context.Context, code []byte) error {
 	if err := checkExports(compiled); err != nil {
 		return err
 	}
+	s.memMin, s.memMax = memorySize(compiled.ExportedMemories()[abiv1.ExportMemory], s.limits.MemoryPages)
+	if s.memMin > s.memMax {
+		return fmt.Errorf("%w: the module's memory starts at %d pages, above its cap of %d (limits.memoryPages)", ErrInvalidLimits, s.memMin/pageSize, s.memMax/pageSize)
+	}
+	if s.memMax > uint64(s.host.memory.limit) {
+		return fmt.Errorf("%w: the memory cap of %d MiB is more than the %d MiB the host allows all rules together (BETRACE_RULE_MEMORY_BUDGET); lower limits.memoryPages",
+			ErrInvalidLimits, s.memMax>>20, s.host.memory.limit>>20)
+	}
 	if err := instantiateWASI(ctx, s.runtime); err != nil {
 		return err
 	}
@@ -213,6 +250,9 @@ func (s *Sandbox) admit(ctx, compileCtx context.Context, code []byte) error {
 	inst, err := s.newInstance(ctx)
 	if err != nil {
 		<-s.slots
+		if errors.Is(err, ErrMemoryBudget) {
+			return err
+		}
 		return fmt.Errorf("%w: %w", ErrInitFailed, err)
 	}
 	if err := s.describe(ctx, inst); err != nil {
@@ -221,6 +261,16 @@ func (s *Sandbox) admit(ctx, compileCtx context.Context, code []byte) error {
 	}
 	s.idle <- inst
 	return nil
+}
+
+// memorySize returns the bytes of a memory at instantiation and at most,
+// the most being the module's own maximum or capPages, whichever is less.
+func memorySize(def api.MemoryDefinition, capPages uint32) (min, max uint64) {
+	pages := capPages
+	if m, ok := def.Max(); ok && m < pages {
+		pages = m
+	}
+	return uint64(def.Min()) * pageSize, uint64(pages) * pageSize
 }
 
 func checkExports(m wazero.CompiledModule) error {
@@ -300,8 +350,14 @@ func (s *Sandbox) Log() []byte { return s.log.Bytes() }
 
 func (s *Sandbox) newInstance(ctx context.Context) (*instance, error) {
 	t := &tail{log: s.log}
-	mod, err := s.runtime.InstantiateModule(experimental.WithMemoryAllocator(ctx, offHeapMemory), s.compiled, s.moduleCfg)
+	m, err := newMapping(s.host.memory, s.memMin, s.memMax)
 	if err != nil {
+		return nil, err
+	}
+	alloc := experimental.MemoryAllocatorFunc(func(uint64, uint64) experimental.LinearMemory { return m })
+	mod, err := s.runtime.InstantiateModule(experimental.WithMemoryAllocator(ctx, alloc), s.compiled, s.moduleCfg)
+	if err != nil {
+		m.Free()
 		return nil, fmt.Errorf("instantiate: %w", err)
 	}
 	s.created.Add(1)
@@ -311,6 +367,7 @@ func (s *Sandbox) newInstance(ctx context.Context) (*instance, error) {
 		input:    mod.ExportedFunction(abiv1.ExportInput),
 		evaluate: mod.ExportedFunction(abiv1.ExportEvaluate),
 		stderr:   t,
+		memory:   m,
 		wasi:     newWASIState(t),
 	}
 	inst.ctx = context.WithValue(context.WithoutCancel(ctx), callKey{}, inst)
@@ -452,6 +509,10 @@ func (s *Sandbox) fault(ctx context.Context, inst *instance, err error, budget u
 		f.Outcome = OutcomeFuelExhausted
 		f.Err = fmt.Errorf("fuel budget of %d exhausted", budget)
 		return f
+	case inst.memory.refused:
+		f.Outcome = OutcomeMemoryBudget
+		f.Err = fmt.Errorf("%w: the rules' linear memory takes the whole %d MiB budget (BETRACE_RULE_MEMORY_BUDGET); raise the budget, or lower the memoryPages of the largest rules",
+			ErrMemoryBudget, s.host.memory.limit>>20)
 	case strings.Contains(said, "out of memory") || inst.mem.Size() >= s.limits.MemoryPages*65536-65536:
 		f.Outcome = OutcomeMemoryExceeded
 		f.Err = fmt.Errorf("memory cap of %d pages (%d MiB) reached", s.limits.MemoryPages, s.limits.MemoryPages/16)
@@ -477,12 +538,26 @@ func (s *Sandbox) acquire(ctx context.Context) (*instance, error) {
 		inst, err := s.newInstance(ctx)
 		if err != nil {
 			<-s.slots
+			if errors.Is(err, ErrMemoryBudget) && len(s.slots) > 0 {
+				// Another instance lives: take turns with it rather than
+				// fail; the budget bounds a rule's parallelism first.
+				return s.waitIdle(ctx)
+			}
 			var f *Fault
 			if errors.As(err, &f) {
 				return nil, f
 			}
 			return nil, &Fault{Outcome: OutcomeTrap, Err: err}
 		}
+		return inst, nil
+	case <-ctx.Done():
+		return nil, &Fault{Outcome: OutcomeCanceled, Err: ctx.Err()}
+	}
+}
+
+func (s *Sandbox) waitIdle(ctx context.Context) (*instance, error) {
+	select {
+	case inst := <-s.idle:
 		return inst, nil
 	case <-ctx.Done():
 		return nil, &Fault{Outcome: OutcomeCanceled, Err: ctx.Err()}

@@ -19,7 +19,7 @@ import (
 
 func newHost(t testing.TB) *Host {
 	t.Helper()
-	h, err := NewHost(testrules.CacheDir(t))
+	h, err := NewHost(HostConfig{CacheDir: testrules.CacheDir(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

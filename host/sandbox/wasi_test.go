@@ -42,7 +42,7 @@ var hogs = []struct {
 // of calls a per-call price would allow (with fuel 2,000, one random_get
 // loop ran 10 s when calls cost a few units).
 func TestWASIChargesFuelPerByte(t *testing.T) {
-	h, err := NewHost("")
+	h, err := NewHost(HostConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -75,7 +75,7 @@ func TestWASIChargesFuelPerByte(t *testing.T) {
 // backstop (here forced short, with fuel to spare), the next host call
 // stops it as a deadline fault.
 func TestBackstopStopsHostCalls(t *testing.T) {
-	h, err := NewHost("")
+	h, err := NewHost(HostConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -106,7 +106,7 @@ func TestBackstopStopsHostCalls(t *testing.T) {
 // TestWASIBoundsEachCall: a call asking for more than one call may do is
 // refused (EINVAL), not served.
 func TestWASIBoundsEachCall(t *testing.T) {
-	h, err := NewHost("")
+	h, err := NewHost(HostConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -149,7 +149,7 @@ func TestWASIBoundsEachCall(t *testing.T) {
 // called in a loop with zero arguments at the default budget, stops out of
 // fuel (or exits) well within the default backstop.
 func TestNoWASICallOutlastsTheBudget(t *testing.T) {
-	h, err := NewHost("")
+	h, err := NewHost(HostConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -56,6 +56,11 @@ type Config struct {
 	// MemoryLimit is the Go heap's soft limit in bytes, applied by main.
 	// Default 768 MiB.
 	MemoryLimit int64
+	// RuleMemoryBudget bounds the linear memory of every rule instance
+	// together, in bytes. Zero: a third of MemoryLimit (256 MiB by
+	// default), so the heap's soft limit and the rules fit a container of
+	// four thirds of MemoryLimit, as the deployment sets them.
+	RuleMemoryBudget int64
 
 	Traces     traces.Config
 	Ingest     ingest.Config
@@ -87,6 +92,13 @@ func DefaultConfig() Config {
 	}
 }
 
+func (c Config) ruleMemoryBudget() int64 {
+	if c.RuleMemoryBudget > 0 {
+		return c.RuleMemoryBudget
+	}
+	return max(c.MemoryLimit/3, 1<<20)
+}
+
 // Validate reports every problem, each prefixed with where it is.
 func (c Config) Validate() error {
 	var errs []error
@@ -103,6 +115,9 @@ func (c Config) Validate() error {
 	}
 	if c.ShutdownTimeout <= 0 {
 		errs = append(errs, errors.New("shutdown timeout must be positive"))
+	}
+	if c.RuleMemoryBudget < 0 || (c.RuleMemoryBudget > 0 && c.RuleMemoryBudget < 1<<20) {
+		errs = append(errs, fmt.Errorf("rule memory budget %d bytes: give at least 1MiB, or 0 for a third of the memory limit", c.RuleMemoryBudget))
 	}
 	if c.APIToken != "" {
 		if _, err := bearer.Parse("BETRACE_API_TOKEN", c.APIToken); err != nil {
@@ -168,11 +183,16 @@ func New(cfg Config, logger *slog.Logger) (*Service, error) {
 		s.store = st
 	}
 	st := s.store
-	s.host, err = sandbox.NewHost(filepath.Join(cfg.DataDir, "compile-cache"))
+	s.host, err = sandbox.NewHost(sandbox.HostConfig{CacheDir: filepath.Join(cfg.DataDir, "compile-cache"), MemoryBudget: cfg.ruleMemoryBudget()})
 	if err != nil {
 		st.Close()
 		return nil, err
 	}
+	reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "betrace_rule_memory_bytes", Help: "Linear memory committed by every rule instance together."},
+			func() float64 { return float64(s.host.MemoryInUse()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "betrace_rule_memory_budget_bytes", Help: "Budget for the linear memory of every rule instance together (BETRACE_RULE_MEMORY_BUDGET)."},
+			func() float64 { return float64(s.host.MemoryBudget()) }))
 	s.rules = registry.New(regCfg, st, s.host, logger.With("component", "rules"), reg, now)
 	if s.cluster != nil {
 		s.cluster.rules = s.rules
