@@ -106,12 +106,14 @@ func TestDecodeBoundedByInput(t *testing.T) {
 		{1000, 200, 64 << 10},
 		{1, 5000, 1 << 20},
 		{30000, 100, 0},
+		{100000, 128, 16 << 20}, // about the 32 MiB a peer may send
 	} {
 		b := amplifying(tc.spans, tc.attrs, tc.strBytes)
 		got, err := decodeAllocs(t, b)
 		if err != nil {
 			t.Fatalf("%+v: %v", tc, err)
 		}
+		t.Logf("%+v: %.1f MiB decoded into %.1f MiB (%.2fx)", tc, float64(len(b))/(1<<20), float64(got)/(1<<20), float64(got)/float64(len(b)))
 		if limit := uint64(DecodedBytes(len(b)) + 64<<10); got > limit {
 			t.Errorf("%+v: a %d-byte batch decoded into %d bytes, more than the %d bound", tc, len(b), got, limit)
 		}
