@@ -297,7 +297,7 @@ func TestCompileStopsAtDeadline(t *testing.T) {
 //	go test -run '^$' -bench InstrumentDeepNesting ./host/meter
 func BenchmarkInstrumentDeepNesting(b *testing.B) {
 	inner := blocksBody(MaxFunctionBlocks - MaxNestingDepth*blocksBlock)
-	bin := runModule(nil, nested(oBlock, MaxNestingDepth, inner[:len(inner)-1]))
+	bin := runModule(nil, nested(oBlock, MaxNestingDepth-1, inner[:len(inner)-1])) // the body is a level too
 	if _, err := measure(bin); err != nil {
 		b.Fatal(err)
 	}
