@@ -146,6 +146,17 @@ func options() []option {
 			c.MemoryLimit = n
 			return err
 		}},
+		{"rule-share", "BETRACE_RULE_SHARE", "", "most of the evaluation workers' time one rule may take over 10s while traces wait, 0 to 1 (empty: an equal share, one over the number of rules); past it the rule skips traces, counted", false, func(c *service.Config, v string) error {
+			if v == "" {
+				return nil
+			}
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil || f < 0 || f > 1 {
+				return fmt.Errorf("%q is not a fraction between 0 and 1", v)
+			}
+			c.Share.Share = f
+			return nil
+		}},
 		{"rule-memory-budget", "BETRACE_RULE_MEMORY_BUDGET", "", "linear memory of every rule instance together (empty: a third of the memory limit, 256MiB by default); a rule cannot grow past it", false, func(c *service.Config, v string) error {
 			if v == "" {
 				return nil

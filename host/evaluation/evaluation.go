@@ -44,6 +44,9 @@ type Verdict struct {
 	// fault was the strike that quarantined the rule.
 	Fault      *sandbox.Fault
 	Quarantine *rules.Quarantine
+	// Skipped is the reason the rule was not run on this trace
+	// (SkipOverShare); the verdict has nothing else.
+	Skipped string
 }
 
 // Evaluator runs traces through rules. It is not safe for concurrent use.
@@ -51,6 +54,7 @@ type Evaluator struct {
 	enc        *abi.Encoder
 	violations []abi.Violation
 	now        func() time.Time
+	share      *Share // nil: no rule is throttled
 }
 
 // New returns an Evaluator; now is the clock used for durations.
@@ -69,11 +73,17 @@ func (e *Evaluator) Evaluate(ctx context.Context, spans []traces.Span, flags uin
 			continue
 		}
 		start := e.now()
+		if e.share.over(r, len(rs), start) {
+			r.Stats.skip(start, e.share.Window())
+			report(Verdict{Rule: r, Skipped: SkipOverShare})
+			continue
+		}
 		res, err := r.Sandbox.Evaluate(ctx, encoded, n, e.violations[:0])
 		if errors.Is(err, sandbox.ErrClosed) {
 			continue // replaced or deleted while this trace was in flight
 		}
 		v := Verdict{Rule: r, Violations: res.Violations, FuelUsed: res.FuelUsed, Duration: e.now().Sub(start)}
+		e.share.spent(r, start, v.Duration)
 		r.Stats.record(len(res.Violations), err != nil, res.FuelUsed)
 		e.violations = res.Violations[:0]
 		if err == nil {

@@ -35,6 +35,8 @@ type PoolConfig struct {
 	Workers int
 	// Queue is how many completed traces may wait for a worker. Default 256.
 	Queue int
+	// Share is each rule's share of the workers while traces wait.
+	Share ShareConfig
 }
 
 // ErrStopped is returned by Submit after Shutdown.
@@ -60,6 +62,7 @@ type Pool struct {
 	cfg     PoolConfig
 	deps    PoolDeps
 	queue   chan Job
+	share   *Share
 	metrics *poolMetrics
 
 	mu      sync.RWMutex // guards stopped against Submit racing Shutdown
@@ -75,7 +78,7 @@ func NewPool(cfg PoolConfig, deps PoolDeps) *Pool {
 	if cfg.Queue <= 0 {
 		cfg.Queue = 256
 	}
-	return &Pool{cfg: cfg, deps: deps, queue: make(chan Job, cfg.Queue), metrics: newPoolMetrics(deps.Registerer)}
+	return &Pool{cfg: cfg, deps: deps, queue: make(chan Job, cfg.Queue), share: NewShare(cfg.Share, cfg.Workers), metrics: newPoolMetrics(deps.Registerer)}
 }
 
 // Start launches the workers; they run until Shutdown.
@@ -127,9 +130,13 @@ func (p *Pool) Shutdown(ctx context.Context) error {
 func (p *Pool) work(ctx context.Context) {
 	defer p.wg.Done()
 	ev := New(p.deps.Now)
+	ev.share = p.share
 	var found []violations.Violation
 	for j := range p.queue {
 		p.metrics.queued.Dec()
+		if len(p.queue) > 0 {
+			p.share.Waited(p.deps.Now()) // traces wait: shares apply
+		}
 		found = p.evaluate(ctx, ev, j, found[:0])
 		if len(found) > 0 {
 			if err := p.deps.Record(ctx, found); err != nil {
@@ -151,6 +158,10 @@ func (p *Pool) evaluate(ctx context.Context, ev *Evaluator, j Job, found []viola
 	}
 	ev.Evaluate(ctx, j.Spans, j.Flags, rs, func(v Verdict) {
 		m := p.metrics.forRule(v.Rule.ID)
+		if v.Skipped != "" {
+			m.skipped.Inc()
+			return
+		}
 		m.duration.Observe(v.Duration.Seconds())
 		m.fuel.Observe(float64(v.FuelUsed))
 		switch {
@@ -215,6 +226,7 @@ type poolMetrics struct {
 	fuel               *prometheus.HistogramVec
 	violations         *prometheus.CounterVec
 	queued             prometheus.Gauge
+	skipped            *prometheus.CounterVec
 	completionToStored prometheus.Histogram
 	brokenLinks        prometheus.Counter
 
@@ -227,6 +239,7 @@ type poolMetrics struct {
 type ruleMetrics struct {
 	duration, fuel          prometheus.Observer
 	pass, violation, errors prometheus.Counter
+	skipped                 prometheus.Counter // reason over_share
 }
 
 func newPoolMetrics(reg prometheus.Registerer) *poolMetrics {
@@ -243,13 +256,15 @@ func newPoolMetrics(reg prometheus.Registerer) *poolMetrics {
 			Help: "Violations found, by rule and severity."}, []string{"rule_id", "severity"}),
 		queued: prometheus.NewGauge(prometheus.GaugeOpts{Name: "betrace_evaluation_queue_length",
 			Help: "Completed traces waiting for an evaluation worker."}),
+		skipped: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "betrace_rule_evaluations_skipped_total",
+			Help: "Traces a rule was not run on, by reason: over_share, it had taken more than its share of the workers while traces waited."}, []string{"rule_id", "reason"}),
 		completionToStored: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "betrace_violation_record_latency_seconds",
 			Help: "Time from a trace's completion to its violations being stored.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16)}),
 		brokenLinks: prometheus.NewCounter(prometheus.CounterOpts{Name: "betrace_span_parent_cycles_broken_total",
 			Help: "Parent links cut before evaluation because they closed a cycle (A's parent is B, B's is A): the sender's spans were malformed."}),
 		rules: map[string]*ruleMetrics{},
 	}
-	reg.MustRegister(m.duration, m.total, m.faults, m.fuel, m.violations, m.queued, m.completionToStored, m.brokenLinks)
+	reg.MustRegister(m.duration, m.total, m.faults, m.fuel, m.violations, m.queued, m.skipped, m.completionToStored, m.brokenLinks)
 	return m
 }
 
@@ -266,6 +281,7 @@ func (m *poolMetrics) forRule(id string) *ruleMetrics {
 		rm = &ruleMetrics{
 			duration: m.duration.WithLabelValues(id), fuel: m.fuel.WithLabelValues(id),
 			pass: m.total.WithLabelValues(id, "pass"), violation: m.total.WithLabelValues(id, "violation"), errors: m.total.WithLabelValues(id, "error"),
+			skipped: m.skipped.WithLabelValues(id, SkipOverShare),
 		}
 		m.rules[id] = rm
 	}

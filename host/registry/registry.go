@@ -197,7 +197,7 @@ type View struct {
 }
 
 func (e *entry) view() View {
-	v := View{Record: e.rec, State: e.rec.State(), Stats: e.stats.Snapshot()}
+	v := View{Record: e.rec, State: e.rec.State(), Stats: e.stats.Snapshot(time.Now())}
 	switch {
 	case v.State == rules.StateDisabled:
 		v.StateReason = "disabled by an operator"

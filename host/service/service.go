@@ -51,6 +51,8 @@ type Config struct {
 	APIToken string
 	// Workers evaluating completed traces; 0 means one per CPU.
 	Workers int
+	// Share is each rule's share of the workers while traces wait for one.
+	Share evaluation.ShareConfig
 	// ShutdownTimeout bounds Shutdown. Default 10s.
 	ShutdownTimeout time.Duration
 	// MemoryLimit is the Go heap's soft limit in bytes, applied by main.
@@ -116,6 +118,7 @@ func (c Config) Validate() error {
 	if c.ShutdownTimeout <= 0 {
 		errs = append(errs, errors.New("shutdown timeout must be positive"))
 	}
+	add("rule share", c.Share.Validate())
 	if c.RuleMemoryBudget < 0 || (c.RuleMemoryBudget > 0 && c.RuleMemoryBudget < 1<<20) {
 		errs = append(errs, fmt.Errorf("rule memory budget %d bytes: give at least 1MiB, or 0 for a third of the memory limit", c.RuleMemoryBudget))
 	}
@@ -203,7 +206,7 @@ func New(cfg Config, logger *slog.Logger) (*Service, error) {
 		s.closeStorage()
 		return nil, err
 	}
-	s.pool = evaluation.NewPool(evaluation.PoolConfig{Workers: cfg.Workers}, evaluation.PoolDeps{
+	s.pool = evaluation.NewPool(evaluation.PoolConfig{Workers: cfg.Workers, Share: cfg.Share}, evaluation.PoolDeps{
 		Rules:      s.rules.Active,
 		Record:     s.record,
 		Quarantine: s.quarantine,
