@@ -140,6 +140,15 @@ func options() []option {
 			c.Cluster.Token = v
 			return nil
 		}},
+		{"recorder-max-bytes", "BETRACE_RECORDER_MAX_BYTES", "64MiB", "violations held between evaluation and the store (waiting for a write or kept for retry while the disk is full); ingest answers 503 from three quarters full", false, func(c *service.Config, v string) error {
+			n, err := parseBytes(v)
+			if err == nil && n <= 0 {
+				err = fmt.Errorf("%q is not a positive size", v)
+			}
+			c.Recorder.MaxBytes = n
+			return err
+		}},
+		{"recorder-flush-interval", "BETRACE_RECORDER_FLUSH_INTERVAL", "10ms", "how long a violation waits for others before their batch is written (what kill -9 can lose of a healthy store)", false, duration(func(c *service.Config) *time.Duration { return &c.Recorder.FlushInterval })},
 		{"shutdown-timeout", "BETRACE_SHUTDOWN_TIMEOUT", "10s", "how long a graceful shutdown may take", false, duration(func(c *service.Config) *time.Duration { return &c.ShutdownTimeout })},
 		{"memory-limit", "BETRACE_MEMORY_LIMIT", "768MiB", "soft limit of the Go heap (GOMEMLIMIT wins when set); the GC works harder near it", false, func(c *service.Config, v string) error {
 			n, err := parseBytes(v)

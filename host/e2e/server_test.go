@@ -42,6 +42,9 @@ type serverOptions struct {
 	// HTTPPort, when set, is the HTTP port of every run (a cluster member
 	// advertises it to its peers); otherwise each run takes a free port.
 	HTTPPort string
+	// DataDir, when set, is the data directory (e.g. a small tmpfs);
+	// otherwise a fresh temporary one.
+	DataDir string
 }
 
 // server is one `betrace serve` process (and its restarts on the same data
@@ -69,11 +72,17 @@ type server struct {
 // test failed.
 func startServer(t testing.TB, opts serverOptions) *server {
 	t.Helper()
-	s := &server{t: t, opts: opts, dataDir: filepath.Join(t.TempDir(), "data"), logs: &syncBuffer{}}
+	s := &server{t: t, opts: opts, dataDir: opts.DataDir, logs: &syncBuffer{}}
+	if s.dataDir == "" {
+		s.dataDir = filepath.Join(t.TempDir(), "data")
+	}
 	if err := os.MkdirAll(s.dataDir, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	if err := linkCache(s.dataDir); err != nil {
+	if opts.DataDir != "" {
+		// A data directory of the test's own (a small disk) is not
+		// filled with the warm cache of every example rule.
+	} else if err := linkCache(s.dataDir); err != nil {
 		t.Logf("could not link the warm compilation cache (rules will compile slowly): %v", err)
 	}
 	t.Cleanup(func() {

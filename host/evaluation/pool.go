@@ -24,8 +24,8 @@ type Job struct {
 	Flags       uint32 // abiv1.TraceFlag*
 	Trigger     string // what completed the trace
 	CompletedAt time.Time
-	// Done is called once the trace's violations are recorded, so the
-	// assembler can release the trace's bytes.
+	// Done is called once the trace's violations are handed to Record, so
+	// the assembler can release the trace's bytes.
 	Done func()
 }
 
@@ -46,9 +46,10 @@ var ErrStopped = errors.New("evaluation pool stopped")
 type PoolDeps struct {
 	// Rules returns the rules to run now (the registry's snapshot).
 	Rules func() []*Rule
-	// Record stores and exports one trace's violations; a nil error means
-	// they are durable.
-	Record func(ctx context.Context, vs []violations.Violation) error
+	// Record takes one trace's violations on to be stored and exported
+	// (the recorder). It returns without waiting on storage, so a slow or
+	// full disk never slows evaluation; it counts what it cannot keep.
+	Record violations.Sink
 	// Quarantine is told when a rule's strike quarantined it.
 	Quarantine func(ctx context.Context, ruleID string, q rules.Quarantine)
 	Logger     *slog.Logger
@@ -139,11 +140,9 @@ func (p *Pool) work(ctx context.Context) {
 		}
 		found = p.evaluate(ctx, ev, j, found[:0])
 		if len(found) > 0 {
-			if err := p.deps.Record(ctx, found); err != nil {
-				p.deps.Logger.Error("violations could not be recorded", "trace_id", found[0].TraceID, "violations", len(found), "err", err)
-			} else {
-				p.metrics.completionToStored.Observe(p.deps.Now().Sub(j.CompletedAt).Seconds())
-			}
+			// An error means Record dropped them; it counted and logged
+			// that, rate-limited, so nothing is logged here per trace.
+			_ = p.deps.Record(ctx, j.CompletedAt, found)
 		}
 		if j.Done != nil {
 			j.Done()
@@ -220,15 +219,14 @@ func newID() string {
 }
 
 type poolMetrics struct {
-	duration           *prometheus.HistogramVec
-	total              *prometheus.CounterVec
-	faults             *prometheus.CounterVec
-	fuel               *prometheus.HistogramVec
-	violations         *prometheus.CounterVec
-	queued             prometheus.Gauge
-	skipped            *prometheus.CounterVec
-	completionToStored prometheus.Histogram
-	brokenLinks        prometheus.Counter
+	duration    *prometheus.HistogramVec
+	total       *prometheus.CounterVec
+	faults      *prometheus.CounterVec
+	fuel        *prometheus.HistogramVec
+	violations  *prometheus.CounterVec
+	queued      prometheus.Gauge
+	skipped     *prometheus.CounterVec
+	brokenLinks prometheus.Counter
 
 	mu    sync.RWMutex
 	rules map[string]*ruleMetrics
@@ -258,13 +256,11 @@ func newPoolMetrics(reg prometheus.Registerer) *poolMetrics {
 			Help: "Completed traces waiting for an evaluation worker."}),
 		skipped: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "betrace_rule_evaluations_skipped_total",
 			Help: "Traces a rule was not run on, by reason: over_share, it had taken more than its share of the workers while traces waited."}, []string{"rule_id", "reason"}),
-		completionToStored: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "betrace_violation_record_latency_seconds",
-			Help: "Time from a trace's completion to its violations being stored.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16)}),
 		brokenLinks: prometheus.NewCounter(prometheus.CounterOpts{Name: "betrace_span_parent_cycles_broken_total",
 			Help: "Parent links cut before evaluation because they closed a cycle (A's parent is B, B's is A): the sender's spans were malformed."}),
 		rules: map[string]*ruleMetrics{},
 	}
-	reg.MustRegister(m.duration, m.total, m.faults, m.fuel, m.violations, m.queued, m.skipped, m.completionToStored, m.brokenLinks)
+	reg.MustRegister(m.duration, m.total, m.faults, m.fuel, m.violations, m.queued, m.skipped, m.brokenLinks)
 	return m
 }
 

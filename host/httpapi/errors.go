@@ -45,6 +45,12 @@ var errorTable = []struct {
 	status int
 	code   int
 }{
+	// First: a full disk fails a rule upload deep inside the module's
+	// admission (the compilation cache) or its storage, and the upload
+	// would succeed once space is freed, so it must not read as a bad
+	// module. 507 Insufficient Storage says exactly that; clients treat
+	// it like 503 and retry.
+	{store.ErrFull, http.StatusInsufficientStorage, codeResourceExhausted},
 	{registry.ErrNotFound, http.StatusNotFound, codeNotFound},
 	{store.ErrNotFound, http.StatusNotFound, codeNotFound},
 	{registry.ErrExists, http.StatusConflict, codeAlreadyExists},

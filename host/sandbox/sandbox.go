@@ -18,6 +18,7 @@ import (
 	"github.com/betracehq/betrace/api/abiv1"
 	"github.com/betracehq/betrace/host/abi"
 	"github.com/betracehq/betrace/host/meter"
+	"github.com/betracehq/betrace/host/store"
 )
 
 // allowedImports are the only WASI functions a rule may import: what a Go
@@ -200,6 +201,12 @@ func (h *Host) load(ctx context.Context, module []byte, limits Limits, metered b
 func (s *Sandbox) admit(ctx, compileCtx context.Context, code []byte) error {
 	compiled, err := s.runtime.CompileModule(compileCtx, code)
 	if err != nil {
+		// The compilation cache writes the compiled code to the data
+		// directory: a full disk fails the compile, and that is not the
+		// module's fault.
+		if full := store.CheckFull(err); errors.Is(full, store.ErrFull) {
+			return fmt.Errorf("compile the module: write the compilation cache: %w", full)
+		}
 		return fmt.Errorf("%w: %w", ErrInvalidModule, err)
 	}
 	s.compiled = compiled

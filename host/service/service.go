@@ -2,10 +2,10 @@
 // its parts start and stop. It is imported only by cmd/betrace.
 //
 // Start goes downstream first (store, sandboxes and rules, exporter,
-// evaluation workers, assembler) and opens the doors last (HTTP, gRPC), so
+// recorder, evaluation workers, assembler) and opens the doors last (HTTP, gRPC), so
 // nothing is accepted that cannot be processed. Shutdown goes the other way:
-// stop accepting, complete every buffered trace, evaluate it, store its
-// violations, flush the exporter, close the store — all within the
+// stop accepting, complete every buffered trace, evaluate it, drain the
+// recorder into the store, flush the exporter, close the store — all within the
 // shutdown deadline.
 package service
 
@@ -30,6 +30,7 @@ import (
 	"github.com/betracehq/betrace/host/httpapi"
 	"github.com/betracehq/betrace/host/ingest"
 	"github.com/betracehq/betrace/host/internal/bearer"
+	"github.com/betracehq/betrace/host/recorder"
 	"github.com/betracehq/betrace/host/registry"
 	"github.com/betracehq/betrace/host/rules"
 	"github.com/betracehq/betrace/host/sandbox"
@@ -37,7 +38,6 @@ import (
 	"github.com/betracehq/betrace/host/store/embedded"
 	"github.com/betracehq/betrace/host/store/redisstore"
 	"github.com/betracehq/betrace/host/traces"
-	"github.com/betracehq/betrace/host/violations"
 )
 
 // Config is everything an operator can set. Each part is its package's own
@@ -67,6 +67,7 @@ type Config struct {
 	Traces     traces.Config
 	Ingest     ingest.Config
 	Export     export.Config
+	Recorder   recorder.Config
 	Store      embedded.Config // Dir defaults to DataDir
 	Quarantine rules.Config
 	// Redis, when its URL is set, replaces the embedded store and makes
@@ -86,6 +87,7 @@ func DefaultConfig() Config {
 		Traces:          traces.DefaultConfig(),
 		Ingest:          ingest.DefaultConfig(),
 		Export:          export.DefaultConfig(),
+		Recorder:        recorder.DefaultConfig(),
 		Store:           embedded.DefaultConfig(),
 		Quarantine:      rules.DefaultConfig(),
 		Redis:           redisstore.DefaultConfig(),
@@ -130,6 +132,7 @@ func (c Config) Validate() error {
 	add("traces", c.Traces.Validate())
 	add("ingest", c.Ingest.Validate())
 	add("export", c.Export.Validate())
+	add("recorder", c.Recorder.Validate())
 	add("quarantine", c.Quarantine.Validate())
 	if c.Redis.URL != "" {
 		add("redis", c.Redis.Validate())
@@ -149,6 +152,7 @@ type Service struct {
 	cluster   *clustered // nil on the embedded store
 	rules     *registry.Registry
 	exporter  *export.Exporter
+	recorder  *recorder.Recorder
 	pool      *evaluation.Pool
 	assembler *traces.Assembler
 	receiver  *ingest.Receiver
@@ -206,9 +210,19 @@ func New(cfg Config, logger *slog.Logger) (*Service, error) {
 		s.closeStorage()
 		return nil, err
 	}
+	write := recorder.WriteFunc(st.AppendViolations)
+	if s.cluster != nil {
+		write = s.cluster.spool.Record // spools while Redis is unreachable
+	}
+	s.recorder, err = recorder.New(cfg.Recorder, write, s.exporter.Export, recorder.Settings{
+		Logger: logger.With("component", "recorder"), Registerer: reg, Now: now})
+	if err != nil {
+		s.closeStorage()
+		return nil, err
+	}
 	s.pool = evaluation.NewPool(evaluation.PoolConfig{Workers: cfg.Workers, Share: cfg.Share}, evaluation.PoolDeps{
 		Rules:      s.rules.Active,
-		Record:     s.record,
+		Record:     s.recorder.Record,
 		Quarantine: s.quarantine,
 		Logger:     logger.With("component", "evaluation"),
 		Registerer: reg,
@@ -219,10 +233,10 @@ func New(cfg Config, logger *slog.Logger) (*Service, error) {
 		s.closeStorage()
 		return nil, err
 	}
-	sink := ingest.Sink(s.assembler.Add)
+	sink := ingest.Sink(s.admit)
 	handlers := map[string]http.Handler{}
 	if s.cluster != nil {
-		s.cluster.router = cluster.NewRouter(cluster.ForwardConfig{Token: s.cluster.token}, s.cluster.members, s.assembler.Add, logger.With("component", "cluster"), reg)
+		s.cluster.router = cluster.NewRouter(cluster.ForwardConfig{Token: s.cluster.token}, s.cluster.members, s.admit, logger.With("component", "cluster"), reg)
 		sink = s.cluster.router.Route
 		handlers[cluster.ForwardPath] = s.cluster.router.Handler()
 	}
@@ -245,6 +259,9 @@ func New(cfg Config, logger *slog.Logger) (*Service, error) {
 	} else {
 		hr.Register("storage", st.Ping)
 	}
+	// Not ready while violations cannot be stored (disk full) or the
+	// recorder's buffer is nearly full: ingest refuses traces then too.
+	hr.Register("recorder", s.recorder.Check)
 	started := now()
 	s.http = &http.Server{
 		Handler: httpapi.New(httpapi.Config{APIToken: cfg.APIToken}, httpapi.Deps{
@@ -278,18 +295,27 @@ func (s *Service) evaluate(t *traces.Trace) {
 	}
 }
 
-// record stores a trace's violations, then exports them.
-func (s *Service) record(ctx context.Context, vs []violations.Violation) error {
-	write := s.store.AppendViolations
-	if s.cluster != nil {
-		write = s.cluster.spool.Record
+// admit takes spans this instance evaluates, unless the recorder cannot
+// keep more violations (the store cannot write, or its buffer is nearly
+// full): then ingest answers a retryable 503 / UNAVAILABLE rather than
+// accept traces whose violations would be lost.
+func (s *Service) admit(ctx context.Context, spans []traces.Span) error {
+	if err := s.recorder.Accepting(); err != nil {
+		return pushback{err}
 	}
-	if err := write(ctx, vs); err != nil {
-		return err
-	}
-	s.exporter.Export(vs)
-	return nil
+	return s.assembler.Add(ctx, spans)
 }
+
+// pushback is the recorder's refusal as ingest sees it: retryable, like
+// traces.ErrUnavailable (HTTP 503 with Retry-After, gRPC UNAVAILABLE), but
+// with the recorder's reason ("disk full …") as its whole text.
+type pushback struct{ err error }
+
+func (p pushback) Error() string {
+	return "ingest spans: " + p.err.Error() + "; retry later"
+}
+func (p pushback) Is(target error) bool { return target == traces.ErrUnavailable }
+func (p pushback) Unwrap() error        { return p.err }
 
 func (s *Service) quarantine(ctx context.Context, ruleID string, q rules.Quarantine) {
 	if err := s.rules.Quarantine(ctx, ruleID, q); err != nil {
@@ -302,7 +328,7 @@ func (s *Service) Start(ctx context.Context) error {
 	if err := s.rules.Load(ctx); err != nil {
 		return err
 	}
-	starters := []interface{ Start(context.Context) error }{s.exporter, s.pool, s.assembler}
+	starters := []interface{ Start(context.Context) error }{s.exporter, s.recorder, s.pool, s.assembler}
 	if s.cluster != nil {
 		starters = append([]interface{ Start(context.Context) error }{s.cluster}, starters...)
 	}
@@ -361,7 +387,8 @@ func (s *Service) Shutdown(ctx context.Context) error {
 		keep(s.cluster.router.Shutdown(ctx)) // delivers spans queued for peers
 	}
 	keep(s.assembler.Shutdown(ctx)) // completes every buffered trace
-	keep(s.pool.Shutdown(ctx))      // evaluates and records them
+	keep(s.pool.Shutdown(ctx))      // evaluates them
+	keep(s.recorder.Shutdown(ctx))  // writes every violation it holds, before the store closes
 	if s.cluster != nil {
 		keep(s.cluster.Shutdown(ctx)) // writes spooled violations, stops rule sync
 	}

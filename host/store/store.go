@@ -12,6 +12,8 @@ package store
 import (
 	"context"
 	"errors"
+	"fmt"
+	"syscall"
 
 	"github.com/betracehq/betrace/host/rules"
 	"github.com/betracehq/betrace/host/violations"
@@ -27,7 +29,26 @@ var (
 	ErrConflict = errors.New("concurrent update")
 	// ErrBadCursor: a violations cursor that this store did not issue.
 	ErrBadCursor = errors.New("invalid cursor")
+	// ErrFull: the disk under the store has no space left, or its quota
+	// is used up. Nothing of the write was kept; the same write succeeds
+	// once space is freed, so callers retry rather than give up.
+	ErrFull = errors.New("disk full")
 )
+
+// CheckFull returns err wrapped with ErrFull when the operating system
+// said the disk is full or the quota exceeded (ENOSPC, EDQUOT), and err
+// unchanged otherwise (nil stays nil). Every layer that writes files calls
+// it, so that "no space left" is reported as such instead of as whatever
+// the write was doing (a corrupt module, an internal error).
+func CheckFull(err error) error {
+	if err == nil || errors.Is(err, ErrFull) {
+		return err
+	}
+	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
+		return fmt.Errorf("%w: free space in the data directory (or raise its quota); writes resume by themselves: %w", ErrFull, err)
+	}
+	return err
+}
 
 // Rules stores rule records and module bytes.
 type Rules interface {

@@ -100,7 +100,7 @@ func Open(cfg Config, now func() time.Time) (*Store, error) {
 		return nil, fmt.Errorf("embedded: open %s: %w", path, ErrInUse)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("embedded: open %s: %w", path, err)
+		return nil, fmt.Errorf("embedded: open %s: %w", path, store.CheckFull(err))
 	}
 	s := &Store{
 		cfg:     cfg,
@@ -132,7 +132,7 @@ func Open(cfg Config, now func() time.Time) (*Store, error) {
 
 // init creates the buckets, checks the format and builds the index.
 func (s *Store) init() error {
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err := s.update(func(tx *bolt.Tx) error {
 		for _, name := range [][]byte{bucketMeta, bucketRules, bucketModules, bucketViolations} {
 			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 				return err
@@ -309,7 +309,7 @@ func (s *Store) CreateRule(ctx context.Context, r rules.Record) error {
 	if err != nil {
 		return fmt.Errorf("embedded: %s: %w", op, err)
 	}
-	err = s.db.Update(func(tx *bolt.Tx) error {
+	err = s.update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketRules)
 		if b.Get([]byte(r.ID)) != nil {
 			return store.ErrExists
@@ -335,7 +335,7 @@ func (s *Store) UpdateRule(ctx context.Context, r rules.Record) error {
 	if err != nil {
 		return fmt.Errorf("embedded: %s: %w", op, err)
 	}
-	err = s.db.Update(func(tx *bolt.Tx) error {
+	err = s.update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketRules)
 		old := b.Get([]byte(r.ID))
 		if old == nil {
@@ -366,7 +366,7 @@ func (s *Store) DeleteRule(ctx context.Context, id string) error {
 		return err
 	}
 	defer exit()
-	err = s.db.Update(func(tx *bolt.Tx) error {
+	err = s.update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketRules)
 		if b.Get([]byte(id)) == nil {
 			return store.ErrNotFound
@@ -418,7 +418,7 @@ func (s *Store) PutModule(ctx context.Context, sha string, module []byte) error 
 		return nil
 	})
 	if err == nil && !same {
-		err = s.db.Update(func(tx *bolt.Tx) error {
+		err = s.update(func(tx *bolt.Tx) error {
 			return tx.Bucket(bucketModules).Put([]byte(sha), module)
 		})
 	}
@@ -458,4 +458,11 @@ func (s *Store) Module(ctx context.Context, sha string) ([]byte, error) {
 		return nil, fmt.Errorf("embedded: %s: %w: the stored bytes hash to %s", op, store.ErrCorrupt, got)
 	}
 	return out, nil
+}
+
+// update runs fn in a write transaction. A write refused for lack of space
+// comes back wrapping store.ErrFull: bbolt rolls the transaction back, so
+// the same write can be retried once space is freed.
+func (s *Store) update(fn func(*bolt.Tx) error) error {
+	return store.CheckFull(s.db.Update(fn))
 }

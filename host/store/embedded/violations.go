@@ -276,7 +276,7 @@ func (s *Store) commit(batch []*appendReq, maxTrim int) (more bool, err error) {
 		removed = x.removeFront(trimStored)
 		s.idxMu.Unlock()
 	}
-	err = s.db.Update(func(tx *bolt.Tx) error {
+	err = s.update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketViolations)
 		// Keys mostly arrive in time order, so pages split at the end of
 		// the tree: fill them (bbolt's default leaves them half empty).
