@@ -52,6 +52,8 @@ type options struct {
 	ruleCount     int
 	dsl           bool
 	rate          float64
+	scenario      string
+	heavy         bool
 }
 
 func main() {
@@ -69,6 +71,8 @@ func main() {
 	flag.IntVar(&o.ruleCount, "rules", 5, "with -spawn: how many rules to load (the five real examples, then copies)")
 	flag.BoolVar(&o.dsl, "dsl", false, "with -spawn: load DSL rules compiled by the server instead of the Go examples")
 	flag.Float64Var(&o.rate, "rate", 0, "spans per second to offer in total (0: as fast as the server accepts)")
+	flag.StringVar(&o.scenario, "scenario", "", "with -spawn, a comparison measured in one run: neighbour, storm or memory (see scenario.go)")
+	flag.BoolVar(&o.heavy, "heavy", false, "with -spawn: also load heavy-legal, a rule spending about 19M fuel on every trace")
 	flag.Parse()
 	if err := run(o); err != nil {
 		fmt.Fprintln(os.Stderr, "betrace-loadgen:", err)
@@ -77,28 +81,81 @@ func main() {
 }
 
 func run(o options) error {
-	ctx := context.Background()
+	if o.scenario != "" {
+		if o.spawn == "" {
+			return errors.New("-scenario needs -spawn: each phase starts a fresh server")
+		}
+		return runScenario(o)
+	}
 	if o.spawn != "" {
-		srv, err := spawn(o.spawn)
+		srv, err := spawnWithRules(o)
 		if err != nil {
 			return err
 		}
 		defer srv.stop()
 		o.httpTarget, o.grpcTarget = srv.http, srv.grpc
-		upload := func() error { return uploadRules(o.httpTarget, o.rulesDir, o.ruleCount) }
-		if o.dsl {
-			upload = func() error { return postDSLRules(o.httpTarget, o.ruleCount) }
-		}
-		if err := upload(); err != nil {
-			return err
-		}
 	}
+	res, err := drive(o)
+	if err != nil {
+		return err
+	}
+	kind := "go-sdk"
+	if o.dsl {
+		kind = "dsl"
+	}
+	fmt.Printf("rule_kind=%s ", kind)
+	fmt.Printf("protocol=%s rules=%d offered_rate=%.0f concurrency=%d spans_per_trace=%d duration=%s\n", o.protocol, o.ruleCount, o.rate, o.concurrency, o.spansPerTrace, res.elapsed.Round(time.Millisecond))
+	fmt.Printf("accepted_spans=%d spans_per_second=%.0f pushed_back_requests=%d failed_requests=%d\n",
+		res.spans, res.spansPerSecond(), res.pushedBack, res.failed)
+	if o.spawn != "" {
+		// Let the last traces settle and be evaluated, then read the server.
+		time.Sleep(4 * time.Second)
+		return report(o.httpTarget, res.peakRSS)
+	}
+	return nil
+}
+
+// spawnWithRules starts a server and loads the rules o asks for.
+func spawnWithRules(o options) (*server, error) {
+	srv, err := spawn(o.spawn)
+	if err != nil {
+		return nil, err
+	}
+	upload := func() error { return uploadRules(srv.http, o.rulesDir, o.ruleCount) }
+	if o.dsl {
+		upload = func() error { return postDSLRules(srv.http, o.ruleCount) }
+	}
+	err = upload()
+	if err == nil && o.heavy {
+		err = uploadModule(srv.http, o.rulesDir, "heavy-legal", "heavy-legal")
+	}
+	if err != nil {
+		srv.stop()
+		return nil, err
+	}
+	return srv, nil
+}
+
+// result is what one load run sustained.
+type result struct {
+	spans, pushedBack, failed int64
+	elapsed                   time.Duration
+	ended                     time.Time
+	peakRSS                   float64 // bytes, sampled each second
+	peakBytesPerSpan          float64 // trace buffer bytes per buffered span, at the buffer's peak
+}
+
+func (r result) spansPerSecond() float64 { return float64(r.spans) / r.elapsed.Seconds() }
+
+// drive sends load for o.duration and reports what was accepted.
+func drive(o options) (result, error) {
+	ctx := context.Background()
 	var send func(ctx context.Context, td ptrace.Traces) (retryAfter time.Duration, err error)
 	switch o.protocol {
 	case "grpc":
 		conn, err := grpc.NewClient(o.grpcTarget, grpc.WithTransportCredentials(insecure.NewCredentials()))
 		if err != nil {
-			return err
+			return result{}, err
 		}
 		defer conn.Close()
 		client := ptraceotlp.NewGRPCClient(conn)
@@ -134,7 +191,7 @@ func run(o options) error {
 			return 0, fmt.Errorf("status %d", resp.StatusCode)
 		}
 	default:
-		return fmt.Errorf("unknown protocol %q: use grpc or http", o.protocol)
+		return result{}, fmt.Errorf("unknown protocol %q: use grpc or http", o.protocol)
 	}
 
 	var sent, pushedBack, failed atomic.Int64
@@ -176,7 +233,7 @@ func run(o options) error {
 			}
 		}()
 	}
-	var peakRSS float64
+	var peakRSS, peakBuffer, peakBytesPerSpan float64
 	stopSampling := make(chan struct{})
 	sampled := make(chan struct{})
 	go func() {
@@ -188,29 +245,23 @@ func run(o options) error {
 			case <-time.After(time.Second):
 				if values, _, err := scrape(o.httpTarget); err == nil {
 					peakRSS = math.Max(peakRSS, values["process_resident_memory_bytes"])
+					// Each request carries whole traces, so a buffered
+					// trace holds spansPerTrace spans.
+					buffered := (values["betrace_traces_active"] + values["betrace_traces_queued"]) * float64(o.spansPerTrace)
+					if b := values["betrace_trace_buffer_bytes"]; b > peakBuffer && buffered > 0 {
+						peakBuffer, peakBytesPerSpan = b, b/buffered
+					}
 				}
 			}
 		}
 	}()
 	start := time.Now()
 	wg.Wait()
-	elapsed := time.Since(start)
+	ended := time.Now()
 	close(stopSampling)
 	<-sampled
-	kind := "go-sdk"
-	if o.dsl {
-		kind = "dsl"
-	}
-	fmt.Printf("rule_kind=%s ", kind)
-	fmt.Printf("protocol=%s rules=%d offered_rate=%.0f concurrency=%d spans_per_trace=%d duration=%s\n", o.protocol, o.ruleCount, o.rate, o.concurrency, o.spansPerTrace, elapsed.Round(time.Millisecond))
-	fmt.Printf("accepted_spans=%d spans_per_second=%.0f pushed_back_requests=%d failed_requests=%d\n",
-		sent.Load(), float64(sent.Load())/elapsed.Seconds(), pushedBack.Load(), failed.Load())
-	if o.spawn != "" {
-		// Let the last traces settle and be evaluated, then read the server.
-		time.Sleep(4 * time.Second)
-		return report(o.httpTarget, peakRSS)
-	}
-	return nil
+	return result{spans: sent.Load(), pushedBack: pushedBack.Load(), failed: failed.Load(), elapsed: ended.Sub(start), ended: ended,
+		peakRSS: peakRSS, peakBytesPerSpan: peakBytesPerSpan}, nil
 }
 
 var spanNames = []string{"cart.load", "inventory.reserve", "SELECT stock", "pricing.quote", "SELECT prices", "shipping.rate", "auth.check", "user.lookup"}
@@ -372,23 +423,31 @@ func postDSLRules(base string, n int) error {
 func uploadRules(base, dir string, n int) error {
 	for i := range n {
 		id := realRules[i%len(realRules)]
-		module, err := os.ReadFile(filepath.Join(dir, id+".wasm"))
-		if err != nil {
-			return fmt.Errorf("%w (run `make rules`)", err)
-		}
 		ruleID := id
 		if i >= len(realRules) {
 			ruleID = fmt.Sprintf("%s-copy-%d", id, i/len(realRules))
 		}
-		resp, err := http.Post(base+"/v1/rules?id="+ruleID, "application/wasm", bytes.NewReader(module))
-		if err != nil {
+		if err := uploadModule(base, dir, id, ruleID); err != nil {
 			return err
 		}
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusCreated {
-			return fmt.Errorf("upload %s: %d %s", ruleID, resp.StatusCode, body)
-		}
+	}
+	return nil
+}
+
+// uploadModule creates rule ruleID from dir/<module>.wasm.
+func uploadModule(base, dir, module, ruleID string) error {
+	b, err := os.ReadFile(filepath.Join(dir, module+".wasm"))
+	if err != nil {
+		return fmt.Errorf("%w (run `make rules`)", err)
+	}
+	resp, err := http.Post(base+"/v1/rules?id="+ruleID, "application/wasm", bytes.NewReader(b))
+	if err != nil {
+		return err
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated {
+		return fmt.Errorf("upload %s: %d %s", ruleID, resp.StatusCode, body)
 	}
 	return nil
 }

@@ -245,7 +245,7 @@ func TestCLI(t *testing.T) {
 		st := str(s.rule(t, "runaway-loop"), "state")
 		return st == "quarantined", st
 	})
-	cli("status").want(t, 0, []string{"Server:  " + s.base, "Status:  READY\n", "Checks:  rules: ok\n", "storage: ok\n",
+	cli("status").want(t, 0, []string{"Server:  " + s.base, "Status:  READY\n", "Checks:  recorder: ok\n", "rules: ok\n", "storage: ok\n",
 		"Rules:   4 (2 active, 1 disabled, 1 quarantined)", "QUARANTINED", "runaway-loop", "quarantined after 3 strikes: fuel"})
 	st := cli("status", "--json").decode(t)
 	if str(obj(st, "ready"), "status") != "READY" || num(obj(st, "ruleCounts"), "quarantined") != 1 || num(obj(st, "ruleCounts"), "total") != 4 {
