@@ -76,9 +76,13 @@ func options() []option {
 			c.Traces.MaxSpans = n
 			return err
 		}},
-		{"trace-buffer-bytes", "BETRACE_TRACE_BUFFER_BYTES", "268435456", "memory bound of buffered traces; ingest answers retry-later beyond it", false, func(c *service.Config, v string) error {
-			n, err := positive(v)
-			c.Traces.MaxBytes = int64(n)
+		{"trace-buffer-bytes", "BETRACE_TRACE_BUFFER_BYTES", "", "memory bound of buffered traces (empty: 256MiB, or in a container a third of the memory limit); ingest answers retry-later beyond it", false, func(c *service.Config, v string) error {
+			c.Traces.MaxBytes = 0
+			if v == "" {
+				return nil
+			}
+			n, err := parseBytes(v)
+			c.Traces.MaxBytes = n
 			return err
 		}},
 		{"workers", "BETRACE_WORKERS", "0", "evaluation workers (0: one per CPU)", false, func(c *service.Config, v string) error {
@@ -150,7 +154,11 @@ func options() []option {
 		}},
 		{"recorder-flush-interval", "BETRACE_RECORDER_FLUSH_INTERVAL", "10ms", "how long a violation waits for others before their batch is written (what kill -9 can lose of a healthy store)", false, duration(func(c *service.Config) *time.Duration { return &c.Recorder.FlushInterval })},
 		{"shutdown-timeout", "BETRACE_SHUTDOWN_TIMEOUT", "10s", "how long a graceful shutdown may take", false, duration(func(c *service.Config) *time.Duration { return &c.ShutdownTimeout })},
-		{"memory-limit", "BETRACE_MEMORY_LIMIT", "768MiB", "soft limit of the Go heap (GOMEMLIMIT wins when set); the GC works harder near it", false, func(c *service.Config, v string) error {
+		{"memory-limit", "BETRACE_MEMORY_LIMIT", "", "soft limit of the Go heap (empty: 768MiB, or in a container three quarters of its memory limit; GOMEMLIMIT wins when set); the GC works harder near it", false, func(c *service.Config, v string) error {
+			c.MemoryLimit = 0
+			if v == "" {
+				return nil
+			}
 			n, err := parseBytes(v)
 			c.MemoryLimit = n
 			return err
@@ -238,7 +246,10 @@ func parseLevel(v string) (slog.Level, error) {
 
 // loadConfig applies defaults, then the environment, then flags, and
 // reports every bad value at once.
-func loadConfig(args []string, getenv func(string) string, stderr io.Writer) (service.Config, slog.Level, bool, bool, error) {
+//
+// container is the memory limit of the process's container (0: none), from
+// which memory defaults derive.
+func loadConfig(args []string, getenv func(string) string, container int64, stderr io.Writer) (service.Config, slog.Level, bool, bool, error) {
 	cfg := service.DefaultConfig()
 	cfg.HTTPAddr = ":12011"
 	cfg.Ingest.GRPCAddr = ":4317"
@@ -266,6 +277,12 @@ func loadConfig(args []string, getenv func(string) string, stderr io.Writer) (se
 	for _, o := range opts {
 		if err := o.set(&cfg, values[o.flag]); err != nil {
 			problems = append(problems, fmt.Sprintf("%s (--%s): %v", o.env, o.flag, err))
+		}
+	}
+	deriveMemoryDefaults(&cfg.MemoryLimit, &cfg.Traces.MaxBytes, container)
+	for flag, n := range map[string]int64{"memory-limit": cfg.MemoryLimit, "trace-buffer-bytes": cfg.Traces.MaxBytes} {
+		if values[flag] == "" {
+			values[flag] = fmt.Sprintf("%dMiB (derived)", n>>20)
 		}
 	}
 	level, err := parseLevel(values["log-level"])
@@ -319,7 +336,7 @@ func serveUsage(w io.Writer) {
 }
 
 func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	cfg, level, validateOnly, printOnly, err := loadConfig(args, os.Getenv, stderr)
+	cfg, level, validateOnly, printOnly, err := loadConfig(args, os.Getenv, containerMemoryLimit(os.DirFS("/")), stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
 	}
