@@ -64,7 +64,7 @@ bench: build ## run the benchmarks and drive a real server with the load generat
 	$(BIN)/betrace-loadgen -spawn $(BIN)/betrace -rules 20 -protocol grpc -duration 20s -rate 50000
 	@echo "== 20 DSL rules over grpc at 50,000 spans/s (the same, rules compiled by the server)"
 	$(BIN)/betrace-loadgen -spawn $(BIN)/betrace -rules 20 -dsl -protocol grpc -duration 20s -rate 50000
-	@for sc in neighbour storm memory; do \
+	@for sc in neighbour storm memory ceiling; do \
 	  echo "== scenario $$sc over http (two fresh servers compared in one run; see cmd/betrace-loadgen/scenario.go)"; \
 	  $(BIN)/betrace-loadgen -spawn $(BIN)/betrace -scenario $$sc -protocol http -duration 15s || exit 1; \
 	done

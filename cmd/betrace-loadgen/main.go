@@ -54,6 +54,7 @@ type options struct {
 	rate          float64
 	scenario      string
 	heavy         bool
+	sinkListen    string
 }
 
 func main() {
@@ -71,7 +72,8 @@ func main() {
 	flag.IntVar(&o.ruleCount, "rules", 5, "with -spawn: how many rules to load (the five real examples, then copies)")
 	flag.BoolVar(&o.dsl, "dsl", false, "with -spawn: load DSL rules compiled by the server instead of the Go examples")
 	flag.Float64Var(&o.rate, "rate", 0, "spans per second to offer in total (0: as fast as the server accepts)")
-	flag.StringVar(&o.scenario, "scenario", "", "with -spawn, a comparison measured in one run: neighbour, storm or memory (see scenario.go)")
+	flag.StringVar(&o.scenario, "scenario", "", "with -spawn, a comparison measured in one run: neighbour, storm, memory or ceiling (see scenario.go)")
+	flag.StringVar(&o.sinkListen, "sink-listen", "", "run only a decode-only OTLP/HTTP sink on this address (the ceiling of the ceiling scenario)")
 	flag.BoolVar(&o.heavy, "heavy", false, "with -spawn: also load heavy-legal, a rule spending about 19M fuel on every trace")
 	flag.Parse()
 	if err := run(o); err != nil {
@@ -81,6 +83,9 @@ func main() {
 }
 
 func run(o options) error {
+	if o.sinkListen != "" {
+		return serveSink(o.sinkListen)
+	}
 	if o.scenario != "" {
 		if o.spawn == "" {
 			return errors.New("-scenario needs -spawn: each phase starts a fresh server")

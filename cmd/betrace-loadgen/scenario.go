@@ -20,6 +20,9 @@ import (
 //     verdict should be stored within 5 s of the load ending in both.
 //   - memory: 20 DSL rules at saturation: peak resident memory, and the
 //     trace buffer's bytes per buffered span.
+//   - ceiling: a decode-only OTLP/HTTP sink (sink.go), then BeTrace with 20
+//     DSL rules, both over OTLP/HTTP protobuf: spans per second and CPU per
+//     span of each, and their ratios.
 func runScenario(o options) error {
 	o.dsl = true
 	switch o.scenario {
@@ -73,6 +76,41 @@ func runScenario(o options) error {
 			"violations_found_all":             all.values["betrace_violations_total"],
 			"violations_dropped_all":           all.values["betrace_violations_dropped_total"],
 		})
+	case "ceiling":
+		o.protocol, o.ruleCount = "http", 20
+		sink, err := spawnSink()
+		if err != nil {
+			return err
+		}
+		so := o
+		so.httpTarget = sink.base
+		before, err := cpuSeconds(sink.cmd.Process.Pid)
+		if err != nil {
+			sink.stop()
+			return err
+		}
+		ceiling, err := drive(so)
+		after, _ := cpuSeconds(sink.cmd.Process.Pid)
+		sink.stop()
+		if err != nil {
+			return err
+		}
+		p, err := runPhase(o)
+		if err != nil {
+			return err
+		}
+		sinkCPU := (after - before) * 1e6 / float64(ceiling.spans)
+		betraceCPU := p.cpuSeconds * 1e6 / float64(p.res.spans)
+		return printJSON(map[string]any{
+			"scenario":                     "ceiling",
+			"sink_spans_per_second":        ceiling.spansPerSecond(),
+			"betrace_spans_per_second":     p.res.spansPerSecond(),
+			"throughput_of_ceiling":        p.res.spansPerSecond() / ceiling.spansPerSecond(),
+			"sink_cpu_us_per_span":         sinkCPU,
+			"betrace_cpu_us_per_span":      betraceCPU,
+			"cpu_per_span_over_ceiling":    betraceCPU / sinkCPU,
+			"betrace_last_verdict_after_s": p.drain.Seconds(),
+		})
 	case "memory":
 		o.ruleCount = 20
 		p, err := runPhase(o)
@@ -86,14 +124,15 @@ func runScenario(o options) error {
 			"bytes_per_buffered_span": p.res.peakBytesPerSpan,
 		})
 	}
-	return fmt.Errorf("unknown scenario %q: use neighbour, storm or memory", o.scenario)
+	return fmt.Errorf("unknown scenario %q: use neighbour, storm, memory or ceiling", o.scenario)
 }
 
 // phase is one run of a scenario on its own fresh server.
 type phase struct {
-	res    result
-	values map[string]float64 // the server's metrics once it was quiet
-	drain  time.Duration      // from the end of the load to the last verdict stored
+	res        result
+	values     map[string]float64 // the server's metrics once it was quiet
+	drain      time.Duration      // from the end of the load to the last verdict stored
+	cpuSeconds float64            // the server's CPU from the start of the load to quiet
 }
 
 func runPhase(o options) (phase, error) {
@@ -103,6 +142,10 @@ func runPhase(o options) (phase, error) {
 	}
 	defer srv.stop()
 	o.httpTarget, o.grpcTarget = srv.http, srv.grpc
+	start, _, err := scrape(srv.http)
+	if err != nil {
+		return phase{}, err
+	}
 	res, err := drive(o)
 	if err != nil {
 		return phase{}, err
@@ -112,7 +155,8 @@ func runPhase(o options) (phase, error) {
 		return phase{}, err
 	}
 	values, _, err := scrape(srv.http)
-	return phase{res: res, values: values, drain: drain}, err
+	cpu := values["process_cpu_seconds_total"] - start["process_cpu_seconds_total"]
+	return phase{res: res, values: values, drain: drain, cpuSeconds: cpu}, err
 }
 
 // waitQuiet polls the server until no trace is buffered, queued or being
