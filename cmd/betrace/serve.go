@@ -9,6 +9,8 @@ import (
 	"log/slog"
 	"math"
 	"net"
+	"net/http"
+	"net/http/pprof"
 	"os"
 	"runtime/debug"
 	"strconv"
@@ -181,6 +183,15 @@ func options() []option {
 			n, err := parseBytes(v)
 			c.RuleMemoryBudget = n
 			return err
+		}},
+		{"debug-addr", "BETRACE_DEBUG_ADDR", "", "serve Go's profiler (/debug/pprof/) on this address, e.g. 127.0.0.1:6060 (empty: off); never expose it", false, func(c *service.Config, v string) error {
+			if v != "" {
+				if _, _, err := net.SplitHostPort(v); err != nil {
+					return fmt.Errorf("%q is not host:port", v)
+				}
+			}
+			c.DebugAddr = v
+			return nil
 		}},
 		{"log-level", "LOG_LEVEL", "info", "debug, info, warn or error", false, func(c *service.Config, v string) error { return nil }},
 	}
@@ -355,6 +366,9 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		cfg.MemoryLimit = l // the limit in force, from which defaults derive
 	}
 
+	if cfg.DebugAddr != "" {
+		go serveProfiler(cfg.DebugAddr, logger)
+	}
 	svc, err := service.New(cfg, logger)
 	if err != nil {
 		logger.Error("betrace could not start", "err", err)
@@ -383,4 +397,20 @@ func shutdown(svc *service.Service, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	return svc.Shutdown(ctx)
+}
+
+// serveProfiler serves net/http/pprof on its own listener, apart from the
+// API, so profiling needs no token and cannot be reached on the API port.
+func serveProfiler(addr string, logger *slog.Logger) {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	srv := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	logger.Warn("serving the Go profiler; keep this address private", "addr", addr)
+	if err := srv.ListenAndServe(); err != nil {
+		logger.Error("the Go profiler stopped", "addr", addr, "err", err)
+	}
 }

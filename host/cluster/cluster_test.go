@@ -178,12 +178,12 @@ func TestSharedStrikesFaultRate(t *testing.T) {
 					t.Fatalf("quarantined at evaluation %d with faults on 10%% of evaluations", i)
 				}
 			} else {
-				s.Evaluated()
+				s.Evaluated(time.Now())
 			}
 		}
 	}
 	broken := NewStrikes(srv.Client(), "t:", "broken", cfg, time.Second, time.Now)
-	broken.Evaluated()
+	broken.Evaluated(time.Now())
 	var q rules.Quarantine
 	tripped := false
 	for n := 1; !tripped; n++ {

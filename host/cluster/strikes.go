@@ -40,7 +40,7 @@ func NewStrikes(client redis.UniversalClient, prefix, ruleID string, cfg rules.C
 }
 
 // Evaluated counts an evaluation that did not fault, on this instance.
-func (s *Strikes) Evaluated() { s.local.Evaluated() }
+func (s *Strikes) Evaluated(now time.Time) { s.local.Evaluated(now) }
 
 // Record charges a strike; it reports the quarantine when this strike is
 // the one that reaches the limit.

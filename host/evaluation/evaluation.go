@@ -28,7 +28,9 @@ type Rule struct {
 // quarantine it (rules.Config): rules.Strikes on one instance, or a
 // cluster-wide counter shared through Redis.
 type Striker interface {
-	Evaluated() // an evaluation that did not fault; called on the hot path
+	// Evaluated counts an evaluation that did not fault, at now (the
+	// caller's clock, read once per call on the hot path).
+	Evaluated(now time.Time)
 	Record(rules.Strike) (rules.Quarantine, bool)
 	Quarantined() (rules.Quarantine, bool)
 	Clear()
@@ -82,12 +84,13 @@ func (e *Evaluator) Evaluate(ctx context.Context, spans []traces.Span, flags uin
 		if errors.Is(err, sandbox.ErrClosed) {
 			continue // replaced or deleted while this trace was in flight
 		}
-		v := Verdict{Rule: r, Violations: res.Violations, FuelUsed: res.FuelUsed, Duration: e.now().Sub(start)}
+		end := e.now()
+		v := Verdict{Rule: r, Violations: res.Violations, FuelUsed: res.FuelUsed, Duration: end.Sub(start)}
 		e.share.spent(r, start, v.Duration)
 		r.Stats.record(len(res.Violations), err != nil, res.FuelUsed)
 		e.violations = res.Violations[:0]
 		if err == nil {
-			r.Strikes.Evaluated()
+			r.Strikes.Evaluated(end)
 		} else {
 			var f *sandbox.Fault
 			if !errors.As(err, &f) {

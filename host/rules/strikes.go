@@ -87,10 +87,10 @@ func NewStrikes(cfg Config, now func() time.Time) *Strikes {
 	return &Strikes{cfg: cfg, now: now, window: NewWindow(cfg.Window)}
 }
 
-// Evaluated counts an evaluation that did not fault.
-func (s *Strikes) Evaluated() {
+// Evaluated counts an evaluation that did not fault, at now.
+func (s *Strikes) Evaluated(now time.Time) {
 	s.mu.Lock()
-	s.window.Add(s.now(), false)
+	s.window.Add(now, false)
 	s.mu.Unlock()
 }
 

@@ -74,7 +74,7 @@ func TestStrikesFaultRate(t *testing.T) {
 			for i, e := range tc.pattern {
 				c.t = c.t.Add(100 * time.Millisecond)
 				if e == '.' {
-					s.Evaluated()
+					s.Evaluated(c.t)
 					continue
 				}
 				if _, tripped := s.Record(Strike{Reason: "fuel"}); tripped && got == -1 {

@@ -49,6 +49,9 @@ type Config struct {
 	DataDir string
 	// APIToken guards /v1/rules… and /v1/violations; empty leaves them open.
 	APIToken string
+	// DebugAddr, when set, is where main serves Go's profiler
+	// (/debug/pprof/). Default empty: off. Bind it to localhost.
+	DebugAddr string
 	// Workers evaluating completed traces; 0 means one per CPU.
 	Workers int
 	// Share is each rule's share of the workers while traces wait for one.
