@@ -224,7 +224,9 @@ const (
 type pools struct {
 	bufs  [bufClasses]sync.Pool // of *[]byte, class i holding minBodyBuffer<<i
 	gzips sync.Pool
+	spans sync.Pool // of *[]traces.Span: converted requests (the sink copies them)
 }
+
 
 // class returns the pool class of a capacity, or -1.
 func class(c int) int {

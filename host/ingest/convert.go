@@ -188,3 +188,24 @@ func appendAttrs(dst []traces.Attr, m pcommon.Map) []traces.Attr {
 	}
 	return dst
 }
+
+// maxPooledSpans keeps the span pool from pinning the largest requests.
+const maxPooledSpans = 1 << 14
+
+// convert turns td into spans in a pooled slice; call done once the sink
+// has returned, after which the spans must not be used.
+func (p *pools) convert(td ptrace.Traces, lim Limits) (spans []traces.Span, rejected []Rejected, done func()) {
+	buf, _ := p.spans.Get().(*[]traces.Span)
+	if buf == nil {
+		buf = new([]traces.Span)
+	}
+	spans, rejected = Convert((*buf)[:0], td, lim)
+	return spans, rejected, func() {
+		if cap(spans) > maxPooledSpans {
+			return
+		}
+		clear(spans) // drop the strings and attributes they point at
+		*buf = spans[:0]
+		p.spans.Put(buf)
+	}
+}

@@ -165,8 +165,9 @@ func (r *Receiver) exportGRPC(ctx context.Context, dec func(any) error) (any, er
 		return fail(classify(err))
 	}
 	defer r.release()
-	spans, rejected := Convert(nil, req.td, r.limits())
+	spans, rejected, done := r.pools.convert(req.td, r.limits())
 	res, err := r.deliver(ctx, spans, rejected)
+	done()
 	if err != nil {
 		return fail(classify(err))
 	}

@@ -69,8 +69,9 @@ func (r *Receiver) serveTraces(w http.ResponseWriter, req *http.Request) {
 		fail(classify(err))
 		return
 	}
-	spans, rejected := Convert(nil, td, r.limits())
+	spans, rejected, done := r.pools.convert(td, r.limits())
 	res, err := r.deliver(req.Context(), spans, rejected)
+	done()
 	if err != nil {
 		fail(classify(err))
 		return

@@ -25,7 +25,8 @@ import (
 // Add. It returns an error wrapping traces.ErrFull when it cannot take them
 // now, traces.ErrUnavailable when it is shutting down or cannot reach where
 // they belong, and traces.ErrBatchTooLarge when the batch can never fit.
-// After Sink returns nil the receiver no longer touches the spans.
+// The spans are the receiver's again once Sink returns, whatever it
+// returns: a Sink that keeps them copies them (the assembler does).
 type Sink func(ctx context.Context, spans []traces.Span) error
 
 // Receiver serves OTLP/HTTP, OTLP/gRPC and the legacy /v1/spans endpoint,
