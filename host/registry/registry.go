@@ -136,7 +136,7 @@ func (r *Registry) unlockWrites() { <-r.writing }
 // tell whether it landed, the caller is told to look before repeating it.
 func writeErr(what string, err error) error {
 	if errors.Is(err, store.ErrMaybeApplied) {
-		return fmt.Errorf("%s: %w; GET the rule to see its state before repeating the change", what, err)
+		return fmt.Errorf("%s: %w: GET the rule to see its state before repeating the change: %w", what, store.ErrMaybeApplied, err)
 	}
 	return fmt.Errorf("%s: %w", what, err)
 }

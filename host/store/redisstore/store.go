@@ -275,6 +275,13 @@ func maybeSent(err error) bool {
 	return !errors.As(err, &op) || op.Op != "dial"
 }
 
+// maybeApplied marks a write error as store.ErrMaybeApplied, keeping its
+// message: the caller words the consequence for its own audience.
+type maybeApplied struct{ error }
+
+func (e maybeApplied) Is(target error) bool { return target == store.ErrMaybeApplied }
+func (e maybeApplied) Unwrap() error        { return e.error }
+
 // --- rules ---
 
 func ruleOp(verb, id string) string { return fmt.Sprintf("%s rule %q", verb, id) }
@@ -345,7 +352,7 @@ func (s *Store) ruleWrite(ctx context.Context, op string, rev int64, script *red
 	res, err := script.Run(c, s.rdb, []string{s.k.rules, s.k.rulesVersion}, args...).Slice()
 	if err != nil {
 		if maybeSent(err) {
-			return fmt.Errorf("%w: %w", store.ErrMaybeApplied, s.fail(ctx, op, err))
+			return maybeApplied{s.fail(ctx, op, err)}
 		}
 		return s.fail(ctx, op, err)
 	}
