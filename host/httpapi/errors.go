@@ -14,6 +14,7 @@ import (
 // so existing clients keep branching on them.
 const (
 	codeInvalidArgument    = 3
+	codeDeadlineExceeded   = 4
 	codeNotFound           = 5
 	codeAlreadyExists      = 6
 	codeResourceExhausted  = 8
@@ -58,6 +59,11 @@ var errorTable = []struct {
 	// Before ErrRefused: the module is fine, the host has no room for it.
 	{sandbox.ErrMemoryBudget, http.StatusInsufficientStorage, codeResourceExhausted},
 	{registry.ErrRefused, http.StatusBadRequest, codeInvalidArgument},
+	// A write the store sent but got no answer for may have landed: 504,
+	// as gRPC's DEADLINE_EXCEEDED ("may be returned even if the operation
+	// has completed"), so that 503 keeps meaning "not applied, retry".
+	// Before ErrUnavailable, which these errors also wrap.
+	{store.ErrMaybeApplied, http.StatusGatewayTimeout, codeDeadlineExceeded},
 	{store.ErrUnavailable, http.StatusServiceUnavailable, codeUnavailable},
 	{store.ErrConflict, http.StatusConflict, codeFailedPrecondition},
 	{store.ErrBadCursor, http.StatusBadRequest, codeInvalidArgument},

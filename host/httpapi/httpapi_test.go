@@ -2,11 +2,17 @@ package httpapi
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
+	"fmt"
+	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
+
+	"github.com/betracehq/betrace/host/store"
 )
 
 func TestAuthenticate(t *testing.T) {
@@ -52,6 +58,36 @@ func TestReadSpecRefusesEmptyModules(t *testing.T) {
 			if !errors.As(err, &ae) || ae.status != http.StatusBadRequest || !strings.Contains(ae.message, "empty") {
 				t.Errorf("%s create=%v: %v, want a 400 naming the empty body", ctype, create, err)
 			}
+		}
+	}
+}
+
+// 503 means the change was not applied; a write that may have landed is a
+// 504 whose message says to look before repeating it.
+func TestStoreWriteOutcomeStatus(t *testing.T) {
+	refused := fmt.Errorf("store rule %q: redisstore: update rule: %w: connection refused", "r", store.ErrUnavailable)
+	unknown := fmt.Errorf("store rule %q: %w: redisstore: update rule: %w: no answer within 2s; GET the rule to see its state before repeating the change", "r", store.ErrMaybeApplied, store.ErrUnavailable)
+	for _, c := range []struct {
+		err        error
+		status     int
+		code       int
+		mustSayMay bool
+	}{
+		{refused, http.StatusServiceUnavailable, codeUnavailable, false},
+		{unknown, http.StatusGatewayTimeout, codeDeadlineExceeded, true},
+	} {
+		rec := httptest.NewRecorder()
+		(&api{logger: slog.New(slog.NewTextHandler(io.Discard, nil))}).writeError(rec, httptest.NewRequest(http.MethodPut, "/v1/rules/r", nil), c.err)
+		var body struct {
+			Code    int    `json:"code"`
+			Message string `json:"message"`
+		}
+		if err := json.Unmarshal(rec.Body.Bytes(), &body); err != nil {
+			t.Fatal(err)
+		}
+		says := strings.Contains(body.Message, "may have been applied") && strings.Contains(body.Message, "GET the rule")
+		if rec.Code != c.status || body.Code != c.code || says != c.mustSayMay {
+			t.Errorf("%v: %d %s, want %d code %d (saying it may have been applied: %v)", c.err, rec.Code, rec.Body, c.status, c.code, c.mustSayMay)
 		}
 	}
 }

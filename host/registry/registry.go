@@ -7,8 +7,24 @@
 // record are stored, and only then does the in-memory snapshot swap. So an
 // acknowledged change is durable, a refused one changes nothing, and
 // evaluation workers never wait for a compile: they read the snapshot.
-// Changes are serialized by one mutex; they are rare and each is small
-// next to a compile.
+//
+// Two locks, so that a slow store never holds up a read. Changes (Create,
+// Update, SetEnabled, Rollback, Delete, Quarantine, Sync, Republish, Load)
+// take turns on the writer lock and keep it across their store calls and
+// compiles: one change at a time is what keeps the read-modify-write of a
+// record and the revision it is made from consistent on this instance, and
+// changes are rare. The cache lock mu guards the entries and is held only
+// to copy a record out or install a result, never across a store call or a
+// compile, so List, Get and Active answer from memory whatever the store
+// does. A Sync holds the writer lock too, so it cannot install a listing
+// read before a local change over that change; installs also keep the
+// higher revision of a record, whoever made it.
+//
+// A store write that failed may still have landed when the store could not
+// tell (store.ErrMaybeApplied: a timeout once the command was sent). The
+// error then says so; the cache keeps the old record until the rule-sync
+// loop or the next change (whose revision check fails and syncs) reads the
+// stored one, and repeating the change is safe for the same reason.
 package registry
 
 import (
@@ -59,7 +75,8 @@ type Registry struct {
 	now     func() time.Time
 	metrics *metrics
 
-	mu      sync.Mutex // serializes changes and guards entries
+	writing chan struct{} // the writer lock: holds a token while a change runs
+	mu      sync.Mutex    // guards entries; never held across a store call or a compile
 	entries map[string]*entry
 	active  atomic.Pointer[[]*evaluation.Rule]
 	loaded  atomic.Bool
@@ -79,7 +96,8 @@ func New(cfg Config, st store.Rules, host *sandbox.Host, logger *slog.Logger, re
 	if cfg.NewStrikes == nil {
 		cfg.NewStrikes = func(string) evaluation.Striker { return rules.NewStrikes(cfg.Quarantine, now) }
 	}
-	r := &Registry{cfg: cfg, store: st, host: host, logger: logger, now: now, metrics: newMetrics(reg), entries: map[string]*entry{}}
+	r := &Registry{cfg: cfg, store: st, host: host, logger: logger, now: now, metrics: newMetrics(reg),
+		writing: make(chan struct{}, 1), entries: map[string]*entry{}}
 	r.active.Store(&[]*evaluation.Rule{})
 	return r
 }
@@ -87,24 +105,40 @@ func New(cfg Config, st store.Rules, host *sandbox.Host, logger *slog.Logger, re
 // Load admits every stored rule. A rule whose module no longer loads is
 // kept, not running, with the reason shown as its stateReason.
 func (r *Registry) Load(ctx context.Context) error {
+	if err := r.lockWrites(ctx); err != nil {
+		return fmt.Errorf("registry: load rules: %w", err)
+	}
+	defer r.unlockWrites()
 	recs, err := r.store.ListRules(ctx)
 	if err != nil {
 		return fmt.Errorf("registry: load rules: %w", err)
 	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	for _, rec := range recs {
-		e := r.newEntry(rec)
-		if err := r.admit(ctx, e, rec.Module.SHA256, nil); err != nil {
-			e.loadErr = err.Error()
-			r.logger.Error("rule module failed to load; the rule will not run until a new module is installed", "rule_id", rec.ID, "err", err)
-		}
-		r.entries[rec.ID] = e
-	}
-	r.publish()
+	r.refresh(ctx, recs, "rule module failed to load; the rule will not run until a new module is installed")
 	r.loaded.Store(true)
-	r.logger.Info("rules loaded", "rules", len(recs), "active", len(*r.active.Load()))
+	r.logger.Info("rules loaded", "rules", len(recs), "active", len(r.Active()))
 	return nil
+}
+
+// lockWrites takes the writer lock, or gives up when ctx ends first (the
+// change then did not start).
+func (r *Registry) lockWrites(ctx context.Context) error {
+	select {
+	case r.writing <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("gave up waiting for an earlier rule change to finish; this change was not applied: %w", ctx.Err())
+	}
+}
+
+func (r *Registry) unlockWrites() { <-r.writing }
+
+// writeErr describes a failed store write of a rule: when the store cannot
+// tell whether it landed, the caller is told to look before repeating it.
+func writeErr(what string, err error) error {
+	if errors.Is(err, store.ErrMaybeApplied) {
+		return fmt.Errorf("%s: %w: GET the rule to see its state before repeating the change: %w", what, store.ErrMaybeApplied, err)
+	}
+	return fmt.Errorf("%s: %w", what, err)
 }
 
 func (r *Registry) newEntry(rec rules.Record) *entry {
@@ -117,21 +151,18 @@ func (r *Registry) Loaded() bool { return r.loaded.Load() }
 // Active returns the rules to run now. The slice must not be modified.
 func (r *Registry) Active() []*evaluation.Rule { return *r.active.Load() }
 
-// admit loads module bytes (fetched from the store when module is nil) into
-// a sandbox for e.rec and replaces e.rule, closing the old sandbox.
-func (r *Registry) admit(ctx context.Context, e *entry, sha string, module []byte) error {
-	if module == nil {
-		var err error
-		if module, err = r.store.Module(ctx, sha); err != nil {
-			return fmt.Errorf("read module %s: %w", sha, err)
-		}
-	}
-	sb, err := r.host.Load(ctx, module, r.limits(e.rec.Limits))
+// admit reads a record's module from the store and loads it into a
+// sandbox. It takes no lock: call it without mu.
+func (r *Registry) admit(ctx context.Context, rec rules.Record) (*installed, error) {
+	module, err := r.store.Module(ctx, rec.Module.SHA256)
 	if err != nil {
-		return err
+		return nil, fmt.Errorf("read module %s: %w", rec.Module.SHA256, err)
 	}
-	r.swapSandbox(ctx, e, sb, module)
-	return nil
+	sb, err := r.host.Load(ctx, module, r.limits(rec.Limits))
+	if err != nil {
+		return nil, err
+	}
+	return &installed{sb, module}, nil
 }
 
 // installed is a module a change admitted, with its bytes.
@@ -303,12 +334,18 @@ func (r *Registry) Create(ctx context.Context, spec Spec) (View, error) {
 	}
 	rec.AddVersion(r.moduleRef(spec, now))
 
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if _, ok := r.entries[rec.ID]; ok {
+	if err := r.lockWrites(ctx); err != nil {
+		sb.Close(ctx)
+		return View{}, err
+	}
+	defer r.unlockWrites()
+	if r.exists(rec.ID) {
 		sb.Close(ctx)
 		return View{}, fmt.Errorf("%w: %q", ErrExists, rec.ID)
 	}
+	// The module first: a rule record must never name bytes the store lacks.
+	// Its bytes alone are invisible, so a module write whose outcome is
+	// unknown still means the rule was not created.
 	if err := r.store.PutModule(ctx, rec.Module.SHA256, spec.Module); err != nil {
 		sb.Close(ctx)
 		return View{}, fmt.Errorf("store module of %q: %w", rec.ID, err)
@@ -318,8 +355,10 @@ func (r *Registry) Create(ctx context.Context, spec Spec) (View, error) {
 		if errors.Is(err, store.ErrExists) {
 			return View{}, fmt.Errorf("%w: %q", ErrExists, rec.ID)
 		}
-		return View{}, fmt.Errorf("store rule %q: %w", rec.ID, err)
+		return View{}, writeErr(fmt.Sprintf("store rule %q", rec.ID), err)
 	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	e := r.newEntry(rec)
 	r.swapSandbox(ctx, e, sb, spec.Module)
 	r.entries[rec.ID] = e
@@ -493,12 +532,17 @@ func (r *Registry) Rollback(ctx context.Context, id string, version int) (View, 
 }
 
 // change applies fn to a copy of a rule's record, stores it and publishes.
-// fn may return a new sandbox to install with the record. When another
-// instance changed the rule first, the registry syncs and tries once more.
+// fn may return a new sandbox to install with the record; it runs without
+// mu, so it may read the store and compile. When another instance changed
+// the rule first, the registry syncs and tries once more.
 func (r *Registry) change(ctx context.Context, id, event string, fn func(*entry, *rules.Record) (*installed, error)) (View, error) {
+	if err := r.lockWrites(ctx); err != nil {
+		return View{}, err
+	}
+	defer r.unlockWrites()
 	v, err := r.changeOnce(ctx, id, event, fn)
 	if errors.Is(err, store.ErrConflict) {
-		if err := r.Sync(ctx); err != nil {
+		if err := r.sync(ctx); err != nil {
 			return View{}, err
 		}
 		v, err = r.changeOnce(ctx, id, event, fn)
@@ -506,27 +550,43 @@ func (r *Registry) change(ctx context.Context, id, event string, fn func(*entry,
 	return v, err
 }
 
+// changeOnce makes one attempt; call it with the writer lock held.
 func (r *Registry) changeOnce(ctx context.Context, id, event string, fn func(*entry, *rules.Record) (*installed, error)) (View, error) {
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	e, ok := r.entries[id]
+	var rec rules.Record
+	if ok {
+		rec = e.rec
+		rec.Tags = slices.Clone(rec.Tags)
+		rec.Versions = slices.Clone(rec.Versions)
+	}
+	r.mu.Unlock()
 	if !ok {
 		return View{}, fmt.Errorf("%w: %q", ErrNotFound, id)
 	}
-	rec := e.rec
-	rec.Tags = slices.Clone(rec.Tags)
-	rec.Versions = slices.Clone(rec.Versions)
 	inst, err := fn(e, &rec)
 	if err != nil {
 		return View{}, err
 	}
 	rec.UpdatedAt = r.now().UTC()
 	rec.Revision++
+	// Conditional on the revision read above: a change made elsewhere in
+	// the meantime fails with ErrConflict instead of being overwritten.
 	if err := r.store.UpdateRule(ctx, rec); err != nil {
 		if inst != nil {
 			inst.sb.Close(ctx)
 		}
-		return View{}, fmt.Errorf("store rule %q: %w", id, err)
+		return View{}, writeErr(fmt.Sprintf("store rule %q", id), err)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if cur, ok := r.entries[id]; !ok || cur != e || e.rec.Revision >= rec.Revision {
+		// Only Close gets here while changes hold the writer lock; the
+		// stored record stands and the cache is not moved backwards.
+		if inst != nil {
+			inst.sb.Close(ctx)
+		}
+		return View{}, fmt.Errorf("registry: rule %q changed while being stored (the registry is closing?): GET the rule to see its state", id)
 	}
 	e.rec = rec
 	if inst != nil {
@@ -538,42 +598,106 @@ func (r *Registry) changeOnce(ctx context.Context, id, event string, fn func(*en
 	return e.view(), nil
 }
 
+func (r *Registry) exists(id string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	_, ok := r.entries[id]
+	return ok
+}
+
 // Sync brings the registry in line with the store after another instance
 // changed rules: new and changed records are admitted (a module only when
 // its digest or limits changed), deleted ones closed. Changes this instance
 // made itself are already in place and cost one comparison each.
 func (r *Registry) Sync(ctx context.Context) error {
+	if err := r.lockWrites(ctx); err != nil {
+		return fmt.Errorf("registry: sync rules: %w", err)
+	}
+	defer r.unlockWrites()
+	return r.sync(ctx)
+}
+
+// sync is Sync with the writer lock held. Holding it across the listing is
+// what makes the listing authoritative for this instance: no local change
+// can land between the read and the install, so a rule missing from the
+// listing was deleted, not created after it was read.
+func (r *Registry) sync(ctx context.Context) error {
 	recs, err := r.store.ListRules(ctx)
 	if err != nil {
 		return fmt.Errorf("registry: sync rules: %w", err)
 	}
+	if changed := r.refresh(ctx, recs, "rule changed elsewhere but its module failed to load here"); changed > 0 {
+		r.logger.Info("rules synced", "changed", changed, "rules", len(r.List()), "active", len(r.Active()))
+	}
+	return nil
+}
+
+// refresh makes the entries match recs, the whole stored set: records newer
+// than the cached ones replace them, modules are read and compiled without
+// mu, and entries missing from recs are closed. Call it with the writer
+// lock held. failed is the log message for a module that does not load.
+func (r *Registry) refresh(ctx context.Context, recs []rules.Record, failed string) int {
+	// What to do, decided from a copy of the cache.
+	type step struct {
+		rec  rules.Record
+		load bool
+		inst *installed
+		err  error
+	}
+	var steps []step
 	r.mu.Lock()
-	defer r.mu.Unlock()
-	seen := make(map[string]bool, len(recs))
-	changed := 0
 	for _, rec := range recs {
-		seen[rec.ID] = true
 		e, ok := r.entries[rec.ID]
 		if ok && e.rec.Revision >= rec.Revision {
 			continue
 		}
+		load := !ok || e.rule == nil || e.rec.Module.SHA256 != rec.Module.SHA256 || e.rec.Limits != rec.Limits
+		steps = append(steps, step{rec: rec, load: load})
+	}
+	r.mu.Unlock()
+
+	for i := range steps {
+		if steps[i].load {
+			steps[i].inst, steps[i].err = r.admit(ctx, steps[i].rec)
+		}
+	}
+
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	changed := 0
+	for _, st := range steps {
+		e, ok := r.entries[st.rec.ID]
+		if ok && e.rec.Revision >= st.rec.Revision {
+			// Newer than the listing already (not while the writer lock is
+			// held, but the higher revision is the one to keep regardless).
+			if st.inst != nil {
+				st.inst.sb.Close(ctx)
+			}
+			continue
+		}
 		changed++
 		if !ok {
-			e = r.newEntry(rec)
-			r.entries[rec.ID] = e
+			e = r.newEntry(st.rec)
+			r.entries[st.rec.ID] = e
 		}
 		old := e.rec
-		e.rec = rec
-		if !ok || e.rule == nil || old.Module.SHA256 != rec.Module.SHA256 || old.Limits != rec.Limits {
-			if err := r.admit(ctx, e, rec.Module.SHA256, nil); err != nil {
-				e.loadErr = err.Error()
-				r.logger.Error("rule changed elsewhere but its module failed to load here", "rule_id", rec.ID, "err", err)
+		e.rec = st.rec
+		if st.load {
+			if st.err != nil {
+				e.loadErr = st.err.Error()
+				r.logger.Error(failed, "rule_id", st.rec.ID, "err", st.err)
+			} else {
+				r.swapSandbox(ctx, e, st.inst.sb, st.inst.module)
 			}
 			e.strikes.Clear()
 		}
-		if old.Quarantine != nil && rec.Quarantine == nil {
+		if old.Quarantine != nil && st.rec.Quarantine == nil {
 			e.strikes.Clear()
 		}
+	}
+	seen := make(map[string]bool, len(recs))
+	for _, rec := range recs {
+		seen[rec.ID] = true
 	}
 	for id, e := range r.entries {
 		if !seen[id] {
@@ -586,9 +710,8 @@ func (r *Registry) Sync(ctx context.Context) error {
 	}
 	if changed > 0 {
 		r.publish()
-		r.logger.Info("rules synced", "changed", changed, "rules", len(r.entries), "active", len(*r.active.Load()))
 	}
-	return nil
+	return changed
 }
 
 // Republish writes every rule this instance holds, with its module, back to
@@ -597,22 +720,32 @@ func (r *Registry) Sync(ctx context.Context) error {
 // them back. Rules already in the store are left as they are. It returns how
 // many rules were written.
 func (r *Registry) Republish(ctx context.Context) (int, error) {
+	if err := r.lockWrites(ctx); err != nil {
+		return 0, fmt.Errorf("registry: republish: %w", err)
+	}
+	defer r.unlockWrites()
+	type held struct {
+		rec    rules.Record
+		module []byte
+	}
+	var all []held
 	r.mu.Lock()
-	defer r.mu.Unlock()
-	n := 0
 	for _, id := range r.sortedIDs() {
-		e := r.entries[id]
-		if e.module == nil {
-			continue // never loaded here: nothing to put back
+		if e := r.entries[id]; e.module != nil { // nil: never loaded here, nothing to put back
+			all = append(all, held{e.rec, e.module})
 		}
-		if err := r.store.PutModule(ctx, e.rec.Module.SHA256, e.module); err != nil {
-			return n, fmt.Errorf("registry: republish module of %q: %w", id, err)
+	}
+	r.mu.Unlock()
+	n := 0
+	for _, h := range all {
+		if err := r.store.PutModule(ctx, h.rec.Module.SHA256, h.module); err != nil {
+			return n, fmt.Errorf("registry: republish module of %q: %w", h.rec.ID, err)
 		}
-		if err := r.store.CreateRule(ctx, e.rec); err != nil {
+		if err := r.store.CreateRule(ctx, h.rec); err != nil {
 			if errors.Is(err, store.ErrExists) {
 				continue
 			}
-			return n, fmt.Errorf("registry: republish rule %q: %w", id, err)
+			return n, fmt.Errorf("registry: republish rule %q: %w", h.rec.ID, err)
 		}
 		n++
 	}
@@ -621,14 +754,23 @@ func (r *Registry) Republish(ctx context.Context) (int, error) {
 
 // Delete removes a rule; its module bytes stay in the store.
 func (r *Registry) Delete(ctx context.Context, id string) error {
+	if err := r.lockWrites(ctx); err != nil {
+		return err
+	}
+	defer r.unlockWrites()
+	if !r.exists(id) {
+		return fmt.Errorf("%w: %q", ErrNotFound, id)
+	}
+	// Deleting a rule already gone is no error, so a delete whose outcome
+	// was unknown can simply be repeated.
+	if err := r.store.DeleteRule(ctx, id); err != nil && !errors.Is(err, store.ErrNotFound) {
+		return writeErr(fmt.Sprintf("delete rule %q", id), err)
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	e, ok := r.entries[id]
 	if !ok {
-		return fmt.Errorf("%w: %q", ErrNotFound, id)
-	}
-	if err := r.store.DeleteRule(ctx, id); err != nil && !errors.Is(err, store.ErrNotFound) {
-		return fmt.Errorf("delete rule %q: %w", id, err)
+		return nil
 	}
 	delete(r.entries, id)
 	r.publish()

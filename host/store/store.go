@@ -25,6 +25,13 @@ var (
 	ErrExists      = errors.New("already exists")
 	ErrCorrupt     = errors.New("stored data is corrupt")
 	ErrUnavailable = errors.New("storage unavailable")
+	// ErrMaybeApplied: a write was sent but no answer came back (a timeout
+	// or a connection lost mid-call), so it may have landed. It comes
+	// with ErrUnavailable. Without it, an ErrUnavailable write was not
+	// applied. Rule writes are safe to repeat: an update only applies to
+	// the revision it was made from, and a repeat of one that landed is a
+	// no-op.
+	ErrMaybeApplied = errors.New("the change may have been applied")
 	// ErrConflict: the record changed since it was read (Revision moved).
 	ErrConflict = errors.New("concurrent update")
 	// ErrBadCursor: a violations cursor that this store did not issue.

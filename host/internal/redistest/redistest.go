@@ -61,6 +61,10 @@ type Options struct {
 	// back everything acknowledged, as a deployed Redis with persistence
 	// does. Without it a restarted server is empty.
 	AppendOnly bool
+	// DebugCommand lets the test's own loopback clients run DEBUG (for
+	// example DEBUG SLEEP, to stall the server the way a slow disk or a
+	// long command does). Needs Redis 7 or later.
+	DebugCommand bool
 }
 
 // Start starts a redis-server on a free port of 127.0.0.1 and waits until
@@ -178,6 +182,9 @@ func (s *Server) start() error {
 	}
 	if s.opts.AppendOnly {
 		args = append(args, "--appendonly", "yes", "--appendfsync", "always")
+	}
+	if s.opts.DebugCommand {
+		args = append(args, "--enable-debug-command", "local")
 	}
 	cmd := exec.Command(s.bin, args...)
 	cmd.Dir = s.dir

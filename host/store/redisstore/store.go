@@ -259,6 +259,29 @@ func (s *Store) fail(ctx context.Context, op string, err error) error {
 	return fmt.Errorf("redisstore: %s: %w: %w (check that Redis at %s is running and reachable)", op, store.ErrUnavailable, err, s.addr)
 }
 
+// maybeSent reports whether a failed command may have reached Redis and
+// run there: a timeout or a connection lost while waiting for the reply
+// says nothing about whether Redis executed it (a stalled server runs the
+// queued command when it wakes). Only failures that stop a command before
+// it is written are known not to have run: a reply that is an error, no
+// connection (dial, pool, closed client). Anything else counts as sent, so
+// that a caller is never told "not applied" about a change that landed.
+func maybeSent(err error) bool {
+	var reply redis.Error
+	if errors.As(err, &reply) || errors.Is(err, redis.ErrClosed) || errors.Is(err, redis.ErrPoolTimeout) {
+		return false
+	}
+	var op *net.OpError
+	return !errors.As(err, &op) || op.Op != "dial"
+}
+
+// maybeApplied marks a write error as store.ErrMaybeApplied, keeping its
+// message: the caller words the consequence for its own audience.
+type maybeApplied struct{ error }
+
+func (e maybeApplied) Is(target error) bool { return target == store.ErrMaybeApplied }
+func (e maybeApplied) Unwrap() error        { return e.error }
+
 // --- rules ---
 
 func ruleOp(verb, id string) string { return fmt.Sprintf("%s rule %q", verb, id) }
@@ -328,6 +351,9 @@ func (s *Store) ruleWrite(ctx context.Context, op string, rev int64, script *red
 	args = append(args, s.k.rulesChanged, s.now().UnixMilli())
 	res, err := script.Run(c, s.rdb, []string{s.k.rules, s.k.rulesVersion}, args...).Slice()
 	if err != nil {
+		if maybeSent(err) {
+			return maybeApplied{s.fail(ctx, op, err)}
+		}
 		return s.fail(ctx, op, err)
 	}
 	var status string
