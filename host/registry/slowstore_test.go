@@ -36,7 +36,7 @@ func openOnRedis(t *testing.T, srv *redistest.Server, timeout time.Duration) *on
 	if err != nil {
 		t.Fatal(err)
 	}
-	h, err := sandbox.NewHost(testrules.CacheDir(t))
+	h, err := sandbox.NewHost(sandbox.HostConfig{CacheDir: testrules.CacheDir(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -320,10 +320,17 @@ func (p pushback) Error() string {
 func (p pushback) Is(target error) bool { return target == traces.ErrUnavailable }
 func (p pushback) Unwrap() error        { return p.err }
 
+// quarantine records a rule's quarantine off the evaluation worker: the
+// write waits for the registry's writer and the store, and evaluation never
+// waits on storage. The rule already stopped running here, its strikes
+// being quarantined.
 func (s *Service) quarantine(ctx context.Context, ruleID string, q rules.Quarantine) {
-	if err := s.rules.Quarantine(ctx, ruleID, q); err != nil {
-		s.logger.Error("could not record a rule's quarantine", "rule_id", ruleID, "err", err)
-	}
+	ctx = context.WithoutCancel(ctx)
+	go func() {
+		if err := s.rules.Quarantine(ctx, ruleID, q); err != nil {
+			s.logger.Error("could not record a rule's quarantine", "rule_id", ruleID, "err", err)
+		}
+	}()
 }
 
 // Start loads the rules and starts every component, doors last.
