@@ -227,7 +227,6 @@ type pools struct {
 	spans sync.Pool // of *[]traces.Span: converted requests (the sink copies them)
 }
 
-
 // class returns the pool class of a capacity, or -1.
 func class(c int) int {
 	for i := range bufClasses {
