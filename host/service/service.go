@@ -333,82 +333,113 @@ func (s *Service) quarantine(ctx context.Context, ruleID string, q rules.Quarant
 	}()
 }
 
-// Start loads the rules and starts every component, doors last.
-func (s *Service) Start(ctx context.Context) error {
-	if err := s.rules.Load(ctx); err != nil {
-		return err
+// component is one stage of the service: started in the order of
+// components, stopped in reverse, so each stage starts after what it hands
+// data to and stops before it. A nil start or stop has nothing to do.
+type component struct {
+	name        string
+	start, stop func(context.Context) error
+}
+
+// components lists the stages from the storage end to the doors.
+func (s *Service) components() []component {
+	cs := []component{
+		{"storage", nil, func(context.Context) error { return s.closeStorage() }},
+		{"rules", s.rules.Load, func(ctx context.Context) error { s.rules.Close(ctx); return nil }},
 	}
-	starters := []interface{ Start(context.Context) error }{s.exporter, s.recorder, s.pool, s.assembler}
 	if s.cluster != nil {
-		starters = append([]interface{ Start(context.Context) error }{s.cluster}, starters...)
+		cs = append(cs, component{"cluster", s.cluster.Start, s.cluster.Shutdown}) // spool and rule sync, below the recorder
 	}
-	for _, c := range starters {
-		if err := c.Start(ctx); err != nil {
-			return err
+	cs = append(cs,
+		component{"export", s.exporter.Start, s.exporter.Shutdown},
+		component{"recorder", s.recorder.Start, s.recorder.Shutdown}, // writes every violation it holds
+		component{"evaluation", s.pool.Start, s.pool.Shutdown},       // evaluates every completed trace
+		component{"traces", s.assembler.Start, s.assembler.Shutdown}, // completes every buffered trace
+	)
+	if s.cluster != nil {
+		cs = append(cs, component{"forwarding", nil, s.cluster.router.Shutdown}) // delivers spans queued for peers
+	}
+	cs = append(cs,
+		component{"http", s.listen, s.stopHTTP},
+		component{"ingest", s.receiver.Start, s.receiver.Shutdown},
+	)
+	if s.cluster != nil {
+		cs = append(cs, component{"membership", nil, s.cluster.members.Leave}) // peers stop routing traces here first
+	}
+	return cs
+}
+
+// Start starts every component, doors last; the error of one that fails
+// names it. Call Shutdown afterwards either way: it stops every component,
+// started or not.
+func (s *Service) Start(ctx context.Context) error {
+	for _, c := range s.components() {
+		if c.start == nil {
+			continue
+		}
+		if err := c.start(ctx); err != nil {
+			return fmt.Errorf("start %s: %w", c.name, err)
 		}
 	}
+	s.logger.Info("betrace serving", "http", s.listener.Addr().String(), "otlp_grpc", s.receiver.GRPCAddr(), "data_dir", s.cfg.DataDir,
+		"rules", len(s.rules.List()), "version", s.cfg.Version,
+		"trace_settle", s.cfg.Traces.Settle.String(), "trace_idle_timeout", s.cfg.Traces.IdleTimeout.String(), "trace_max_age", s.cfg.Traces.MaxAge.String(),
+		"trace_max_spans", s.cfg.Traces.MaxSpans, "trace_buffer_bytes", s.cfg.Traces.MaxBytes,
+		"rule_fuel", sandbox.DefaultFuel, "rule_memory_pages", sandbox.DefaultMemoryPages, "rule_memory_budget", s.host.MemoryBudget(),
+		"api_token", s.cfg.APIToken != "", "ingest_token", s.cfg.Ingest.Token != "", "export", s.cfg.Export.Endpoint != "")
+	return nil
+}
+
+// listen opens the HTTP API's port and serves it.
+func (s *Service) listen(context.Context) error {
 	ln, err := net.Listen("tcp", s.cfg.HTTPAddr)
 	if err != nil {
 		return fmt.Errorf("listen on %s for the HTTP API: %w (set BETRACE_PORT_BACKEND to use another port)", s.cfg.HTTPAddr, err)
 	}
 	s.listener = ln
-	if err := s.receiver.Start(ctx); err != nil {
-		ln.Close()
-		return err
-	}
 	go func() {
 		if err := s.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			s.serveErr <- err
 		}
 	}()
-	s.logger.Info("betrace serving", "http", ln.Addr().String(), "otlp_grpc", s.receiver.GRPCAddr(), "data_dir", s.cfg.DataDir,
-		"rules", len(s.rules.List()), "version", s.cfg.Version,
-		"trace_settle", s.cfg.Traces.Settle.String(), "trace_idle_timeout", s.cfg.Traces.IdleTimeout.String(), "trace_max_age", s.cfg.Traces.MaxAge.String(),
-		"trace_max_spans", s.cfg.Traces.MaxSpans, "trace_buffer_bytes", s.cfg.Traces.MaxBytes,
-		"rule_fuel", sandbox.DefaultFuel, "rule_memory_pages", sandbox.DefaultMemoryPages,
-		"api_token", s.cfg.APIToken != "", "ingest_token", s.cfg.Ingest.Token != "", "export", s.cfg.Export.Endpoint != "")
 	return nil
 }
 
-// HTTPAddr returns the address the API listens on (useful with port 0).
+func (s *Service) stopHTTP(ctx context.Context) error {
+	if s.listener == nil {
+		return nil
+	}
+	return s.http.Shutdown(ctx)
+}
+
+// stopAll stops cs in reverse, naming each component that failed.
+func stopAll(ctx context.Context, cs []component) error {
+	var errs []error
+	for i := len(cs) - 1; i >= 0; i-- {
+		if cs[i].stop == nil {
+			continue
+		}
+		if err := cs[i].stop(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("stop %s: %w", cs[i].name, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
 func (s *Service) HTTPAddr() string { return s.listener.Addr().String() }
 
 // Err reports a fatal serving error.
 func (s *Service) Err() <-chan error { return s.serveErr }
 
 // Shutdown stops intake, evaluates what is buffered, persists and releases
-// everything, within ctx's deadline.
+// everything, within ctx's deadline: the components in reverse.
 func (s *Service) Shutdown(ctx context.Context) error {
-	var errs []error
-	keep := func(err error) {
-		if err != nil {
-			errs = append(errs, err)
-		}
-	}
 	s.logger.Info("betrace shutting down: no new spans are accepted")
-	if s.cluster != nil {
-		keep(s.cluster.members.Leave(ctx)) // peers stop routing traces here first
+	if err := stopAll(ctx, s.components()); err != nil {
+		return err
 	}
-	if s.listener != nil {
-		keep(s.http.Shutdown(ctx))
-	}
-	keep(s.receiver.Shutdown(ctx))
-	if s.cluster != nil {
-		keep(s.cluster.router.Shutdown(ctx)) // delivers spans queued for peers
-	}
-	keep(s.assembler.Shutdown(ctx)) // completes every buffered trace
-	keep(s.pool.Shutdown(ctx))      // evaluates them
-	keep(s.recorder.Shutdown(ctx))  // writes every violation it holds, before the store closes
-	if s.cluster != nil {
-		keep(s.cluster.Shutdown(ctx)) // writes spooled violations, stops rule sync
-	}
-	keep(s.exporter.Shutdown(ctx))
-	s.rules.Close(ctx)
-	keep(s.closeStorage())
-	if len(errs) == 0 {
-		s.logger.Info("betrace stopped")
-	}
-	return errors.Join(errs...)
+	s.logger.Info("betrace stopped")
+	return nil
 }
 
 func (s *Service) closeStorage() error {
