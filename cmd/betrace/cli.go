@@ -347,6 +347,9 @@ operator commands (clients of a running server's HTTP API):
                   newest first; --since/--until take a duration ago (90s, 1h, 7d), an
                   RFC 3339 time or Unix epoch seconds; --limit (default 100) caps the rows,
                   --all follows the cursors to the last match (--limit is then the page size)
+  violations summary [--since 1h] [--until 10m] [--bucket 1h] [--severity S] [--rule ID]
+                  counts by rule, severity and bucket: KEPT as records, COUNTED in all
+                  (past a rule's sample rate most violations are only counted)
   status          readiness and each check, cluster members, rules by state and
                   the quarantined rules with their reason
 

@@ -581,3 +581,34 @@ func TestMetricValue(t *testing.T) {
 		}
 	}
 }
+
+func TestViolationsSummary(t *testing.T) {
+	f := newFakeAPI(t, func(w http.ResponseWriter, r *http.Request, _ []byte) {
+		if r.URL.Path != "/v1/violations/summary" {
+			writeJSONAnswer(w, 404, apiErr(404, "no such endpoint"))
+			return
+		}
+		writeJSONAnswer(w, 200, `{"bucket":"1h0m0s","kept":1021,"counted":5021,"rows":[
+{"start":"2026-01-02T03:00:00Z","ruleId":"storm","severity":"HIGH","kept":1020,"counted":5020},
+{"start":"2026-01-02T03:00:00Z","ruleId":"quiet","severity":"LOW","kept":1,"counted":1}]}`)
+	})
+	fixed := time.Unix(1_800_000_000, 0)
+	var out, errb bytes.Buffer
+	a := newApp(&out, &errb, func(k string) string { return f.env()[k] })
+	a.now = func() time.Time { return fixed }
+	if code := a.main(context.Background(), []string{"violations", "summary", "--since", "2h", "--rule", "storm"}); code != 0 {
+		t.Fatalf("exit %d: %s%s", code, out.String(), errb.String())
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	if len(lines) != 3 || !strings.Contains(lines[0], "KEPT") || !strings.Contains(lines[0], "ONLY COUNTED") ||
+		!strings.Contains(lines[1], "storm") || !strings.HasSuffix(lines[1], "1020  5020     4000") {
+		t.Errorf("table:\n%s", out.String())
+	}
+	if !strings.Contains(errb.String(), "5021 violations counted, 1021 kept as records, 4000 only counted") {
+		t.Errorf("stderr %q", errb.String())
+	}
+	q, _ := url.ParseQuery(f.requests()[0].Query)
+	if q.Get("start_time") != fmt.Sprint(fixed.Unix()-7200) || q.Get("bucket") != "1h" || q.Get("rule_id") != "storm" || q.Has("end_time") {
+		t.Errorf("query %v", q)
+	}
+}

@@ -108,6 +108,27 @@ func options() []option {
 			c.Store.MaxViolations, c.Redis.MaxViolations = n, n
 			return err
 		}},
+		{"violation-max-per-rule", "BETRACE_VIOLATION_MAX_PER_RULE", "", "how many violations of one rule are kept; past it the rule loses its own oldest, and at BETRACE_VIOLATION_MAX the rule holding the most loses its oldest (default 100,000 embedded, 25,000 in Redis)", false, func(c *service.Config, v string) error {
+			if v == "" {
+				return nil
+			}
+			n, err := positive(v)
+			c.Store.MaxViolationsPerRule, c.Redis.MaxViolationsPerRule = n, n
+			return err
+		}},
+		{"violation-sample-rate", "BETRACE_VIOLATION_SAMPLE_RATE", "1000", "violations of one rule per minute kept as records; past it 1 in BETRACE_VIOLATION_SAMPLE_EVERY is kept and the rest only counted (-1: keep every violation)", false, func(c *service.Config, v string) error {
+			n, err := strconv.Atoi(v)
+			if err != nil || (n < 1 && n != -1) {
+				return fmt.Errorf("%q is not a positive number of violations a minute, or -1 to keep every violation", v)
+			}
+			c.Recorder.SampleRate = n
+			return nil
+		}},
+		{"violation-sample-every", "BETRACE_VIOLATION_SAMPLE_EVERY", "100", "past BETRACE_VIOLATION_SAMPLE_RATE, keep 1 in this many of a rule's violations", false, func(c *service.Config, v string) error {
+			n, err := positive(v)
+			c.Recorder.SampleEvery = n
+			return err
+		}},
 		{"quarantine-strikes", "BETRACE_QUARANTINE_STRIKES", "3", "fewest sandbox faults within the window that quarantine a rule", false, func(c *service.Config, v string) error {
 			n, err := positive(v)
 			c.Quarantine.Strikes = n

@@ -19,6 +19,70 @@ const maxPage = 1000
 func violationsCommands() []command {
 	return []command{
 		{path: "violations list", about: "list violations, newest first", maxArgs: 0, setup: violationsList},
+		{path: "violations summary", about: "count violations by rule, severity and time bucket: kept as records, and counted in all", maxArgs: 0, setup: violationsSummary},
+	}
+}
+
+// summaryDoc is the answer of GET /v1/violations/summary.
+type summaryDoc struct {
+	Bucket string `json:"bucket"`
+	Rows   []struct {
+		Start    time.Time `json:"start"`
+		RuleID   string    `json:"ruleId"`
+		Severity string    `json:"severity"`
+		Kept     int64     `json:"kept"`
+		Counted  int64     `json:"counted"`
+	} `json:"rows"`
+	Kept    int64 `json:"kept"`
+	Counted int64 `json:"counted"`
+}
+
+func violationsSummary(fs *flag.FlagSet) func(context.Context, *app, []string) error {
+	since := fs.String("since", "1h", "count violations since `WHEN`: a duration ago (90s, 1h, 7d), an RFC 3339 time or Unix epoch seconds")
+	until := fs.String("until", "", "count violations until `WHEN` (same forms as --since)")
+	bucket := fs.String("bucket", "1h", "width of a row's time `BUCKET`: a whole number of minutes (1m, 1h, 24h)")
+	severity := fs.String("severity", "", "only `SEVERITY`: CRITICAL, HIGH, MEDIUM, LOW or INFO (any case)")
+	rule := fs.String("rule", "", "only violations of this rule `ID`")
+	return func(ctx context.Context, a *app, _ []string) error {
+		set := setFlags(fs)
+		q := url.Values{"bucket": {*bucket}}
+		now := a.now()
+		for _, f := range []struct{ flag, key, value string }{{"since", "start_time", *since}, {"until", "end_time", *until}} {
+			if f.flag == "until" && !set[f.flag] {
+				continue
+			}
+			v, err := parseWhen(f.value, now)
+			if err != nil {
+				return usageErrorf("--%s: %v", f.flag, err)
+			}
+			q.Set(f.key, v)
+		}
+		for _, f := range []struct{ key, value string }{{"severity", *severity}, {"rule_id", *rule}} {
+			if f.value != "" {
+				q.Set(f.key, f.value)
+			}
+		}
+		var doc summaryDoc
+		raw, err := a.c.callJSON(ctx, request{Method: http.MethodGet, Path: "/v1/violations/summary", Query: q}, &doc)
+		if err != nil {
+			return err
+		}
+		if a.g.json {
+			return a.printValue(json.RawMessage(raw))
+		}
+		if len(doc.Rows) == 0 {
+			fmt.Fprintln(a.stderr, "no violations counted")
+			return nil
+		}
+		rows := make([][]string, len(doc.Rows))
+		for i, r := range doc.Rows {
+			rows[i] = []string{formatTime(r.Start), r.RuleID, r.Severity, strconv.FormatInt(r.Kept, 10), strconv.FormatInt(r.Counted, 10), strconv.FormatInt(r.Counted-r.Kept, 10)}
+		}
+		if err := writeTable(a.stdout, []string{"BUCKET", "RULE", "SEVERITY", "KEPT", "COUNTED", "ONLY COUNTED"}, rows); err != nil {
+			return err
+		}
+		fmt.Fprintf(a.stderr, "%d violations counted, %d kept as records, %d only counted (sampled past their rule's rate)\n", doc.Counted, doc.Kept, doc.Counted-doc.Kept)
+		return nil
 	}
 }
 

@@ -298,6 +298,7 @@ func testTokens(t *testing.T) {
 		{Method: http.MethodPost, Path: "/v1/rules/payment-fraud-check/enable"},
 		{Method: http.MethodPost, Path: "/v1/rules/payment-fraud-check/rollback"},
 		{Method: http.MethodGet, Path: "/v1/violations"},
+		{Method: http.MethodGet, Path: "/v1/violations/summary"},
 	}
 	for _, req := range protected {
 		for _, tok := range []struct{ name, token, mention string }{

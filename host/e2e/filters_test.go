@@ -12,7 +12,9 @@ import (
 )
 
 func testViolationFilters(t *testing.T) {
-	s := startServer(t, serverOptions{})
+	// The storm below (1001 violations of one rule in a trace) tests
+	// paging, not sampling: keep every violation.
+	s := startServer(t, serverOptions{Env: map[string]string{"BETRACE_VIOLATION_SAMPLE_RATE": "-1"}})
 	s.loadRule(t, "payment-fraud-check") // CRITICAL, 2 per trace
 	s.loadRule(t, "checkout-slow-db")    // MEDIUM, 2 per trace
 
@@ -204,6 +206,11 @@ func testViolationFilters(t *testing.T) {
 	storm, stormID := paymentStorm(1001)
 	s.mustExport(t, otlpProto(t, storm), "application/x-protobuf", "")
 	s.waitQuiet(t, 6)
+	// Evaluated is not yet stored: the recorder writes a moment later.
+	eventually(t, 15*time.Second, "1001 violations of the storm stored", func() (bool, string) {
+		n := num(list("?limit=1&trace_id="+stormID), "totalCount")
+		return n == 1001, fmt.Sprintf("totalCount %d", n)
+	})
 	page := list("?limit=5000&trace_id=" + stormID)
 	if got := len(objects(t, page["violations"])); got != 1000 || num(page, "totalCount") != 1001 || str(page, "nextCursor") == "" {
 		t.Errorf("limit=5000 over 1001 matches: %d violations, totalCount %v, nextCursor %q; want 1000, 1001 and a cursor", got, page["totalCount"], page["nextCursor"])

@@ -97,6 +97,7 @@ func New(cfg Config, deps Deps, logger *slog.Logger, reg prometheus.Registerer) 
 	v1("/v1/rules/{id}/disable", a.enableRule(false), http.MethodPost)
 	v1("/v1/rules/{id}/rollback", a.rollbackRule, http.MethodPost)
 	v1("/v1/violations", a.listViolations, http.MethodGet)
+	v1("/v1/violations/summary", a.summarizeViolations, http.MethodGet)
 	return r
 }
 

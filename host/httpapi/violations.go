@@ -3,6 +3,7 @@ package httpapi
 import (
 	"fmt"
 	"math"
+	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
@@ -112,4 +113,57 @@ func parseTime(s string) (time.Time, error) {
 		return time.Unix(int64(sec), int64(frac*1e9)).UTC(), nil
 	}
 	return time.Time{}, fmt.Errorf("%q is not a time: use RFC 3339 (2026-01-02T15:04:05Z) or Unix epoch seconds, milliseconds or nanoseconds", s)
+}
+
+type summaryRowJSON struct {
+	Start    time.Time `json:"start"`
+	RuleID   string    `json:"ruleId"`
+	Severity string    `json:"severity"`
+	Kept     int64     `json:"kept"`
+	Counted  int64     `json:"counted"`
+}
+
+// parseSummaryQuery reads the filters of GET /v1/violations/summary: the
+// time bounds, rule and severity as GET /v1/violations reads them, and
+// bucket, a whole number of minutes (1m, 1h).
+func parseSummaryQuery(q url.Values) (violations.SummaryQuery, error) {
+	vq, err := parseViolationQuery(url.Values{
+		"start_time": {first(q, "start_time", "startTime")}, "end_time": {first(q, "end_time", "endTime")},
+		"severity": {q.Get("severity")}, "rule_id": {first(q, "rule_id", "ruleId")},
+	})
+	out := violations.SummaryQuery{Start: vq.Start, End: vq.End, RuleID: vq.RuleID, Severity: vq.Severity, Bucket: time.Minute}
+	if err != nil {
+		return out, err
+	}
+	if s := q.Get("bucket"); s != "" {
+		d, err := time.ParseDuration(s)
+		out.Bucket = d
+		if err != nil || d <= 0 || out.Validate() != nil {
+			return out, badRequest(fmt.Sprintf("bucket %q must be a whole number of minutes, such as 1m or 1h", s))
+		}
+	}
+	return out, nil
+}
+
+// summarizeViolations answers GET /v1/violations/summary: rows oldest
+// first, and totals, each with kept and counted.
+func (a *api) summarizeViolations(w http.ResponseWriter, r *http.Request) {
+	q, err := parseSummaryQuery(r.URL.Query())
+	if err != nil {
+		a.writeError(w, r, err)
+		return
+	}
+	rows, err := a.deps.Violations.SummarizeViolations(r.Context(), q)
+	if err != nil {
+		a.writeError(w, r, err)
+		return
+	}
+	out := make([]summaryRowJSON, len(rows))
+	var kept, counted int64
+	for i, row := range rows {
+		out[i] = summaryRowJSON{Start: row.Start, RuleID: row.RuleID, Severity: row.Severity, Kept: row.Kept, Counted: row.Counted}
+		kept += row.Kept
+		counted += row.Counted
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"bucket": q.Bucket.String(), "rows": out, "kept": kept, "counted": counted})
 }

@@ -87,3 +87,41 @@ func BenchmarkRecordToStored(b *testing.B) {
 		b.ReportMetric(float64(waits[len(waits)-1].Microseconds())/1000, "max_ms")
 	}
 }
+
+// BenchmarkStormStored records a storm of one rule (traces of two
+// violations, as fast as the recorder takes them) into the real embedded
+// store and reports violations found per second end to end, with the
+// default sampling and with every violation kept.
+func BenchmarkStormStored(b *testing.B) {
+	for _, c := range []struct {
+		name string
+		rate int
+	}{{"sampled", DefaultSampleRate}, {"keep-all", -1}} {
+		b.Run(c.name, func(b *testing.B) {
+			st, err := embedded.Open(embedded.Config{Dir: b.TempDir()}, nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer st.Close()
+			rec, err := New(Config{SampleRate: c.rate}, st.AppendViolations, nil,
+				Settings{Registerer: prometheus.NewRegistry(), Count: st.CountViolations})
+			if err != nil {
+				b.Fatal(err)
+			}
+			rec.Start(context.Background())
+			began := time.Now()
+			b.ResetTimer()
+			for b.Loop() {
+				for rec.Record(context.Background(), time.Time{}, trace(2)) != nil {
+					time.Sleep(time.Millisecond) // buffer full: wait for the store, as ingest would
+				}
+			}
+			if err := rec.Shutdown(context.Background()); err != nil {
+				b.Fatal(err)
+			}
+			b.StopTimer()
+			b.ReportMetric(float64(2*b.N)/time.Since(began).Seconds(), "violations/s")
+			b.ReportMetric(float64(st.ViolationCount())/float64(2*b.N), "kept/found")
+		})
+	}
+}

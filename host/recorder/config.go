@@ -25,6 +25,13 @@ const (
 	DefaultBatchBytes = 1 << 20
 	DefaultRetryMin   = 100 * time.Millisecond
 	DefaultRetryMax   = 5 * time.Second
+	// DefaultSampleRate is how many violations of one rule a minute are
+	// kept in full: far above what a rule that finds real problems
+	// records, far below a rule firing on every trace at 50k spans/s.
+	DefaultSampleRate = 1000
+	// DefaultSampleEvery keeps one in 100 of a rule's violations past
+	// the rate: a storm of 100,000 a minute keeps about 2,000 records.
+	DefaultSampleEvery = 100
 )
 
 // Config sizes the recorder. A zero field means its default.
@@ -41,12 +48,20 @@ type Config struct {
 	// RetryMin and RetryMax bound the backoff between retries of a
 	// failing write. Defaults 100ms and 5s.
 	RetryMin, RetryMax time.Duration
+	// SampleRate is how many violations of one rule per minute (by
+	// their timestamp) are kept as records; past it one in SampleEvery
+	// is kept and the others are only counted (the summary and
+	// betrace_violations_sampled_total count them all). Default 1000;
+	// -1 keeps every violation.
+	SampleRate int
+	// SampleEvery is the 1 in N kept past SampleRate. Default 100.
+	SampleEvery int
 }
 
 // DefaultConfig returns every default.
 func DefaultConfig() Config {
 	return Config{MaxBytes: DefaultMaxBytes, FlushInterval: DefaultFlushInterval, BatchBytes: DefaultBatchBytes,
-		RetryMin: DefaultRetryMin, RetryMax: DefaultRetryMax}
+		RetryMin: DefaultRetryMin, RetryMax: DefaultRetryMax, SampleRate: DefaultSampleRate, SampleEvery: DefaultSampleEvery}
 }
 
 // Validate names every field that is out of range.
@@ -63,6 +78,12 @@ func (c Config) Validate() error {
 	}
 	if c.RetryMin < 0 || c.RetryMax < 0 {
 		errs = append(errs, fmt.Errorf("RetryMin and RetryMax must not be negative, got %v and %v", c.RetryMin, c.RetryMax))
+	}
+	if c.SampleRate < -1 {
+		errs = append(errs, fmt.Errorf("SampleRate must be -1 (keep every violation) or more, got %d", c.SampleRate))
+	}
+	if c.SampleEvery < 0 {
+		errs = append(errs, fmt.Errorf("SampleEvery must not be negative, got %d", c.SampleEvery))
 	}
 	d := c.withDefaults()
 	if d.BatchBytes > d.MaxBytes {
@@ -90,6 +111,12 @@ func (c Config) withDefaults() Config {
 	if c.RetryMax == 0 {
 		c.RetryMax = max(DefaultRetryMax, c.RetryMin)
 	}
+	if c.SampleRate == 0 {
+		c.SampleRate = DefaultSampleRate
+	}
+	if c.SampleEvery == 0 {
+		c.SampleEvery = DefaultSampleEvery
+	}
 	return c
 }
 
@@ -100,4 +127,8 @@ type Settings struct {
 	// Now is the clock of the completion-to-stored latency; nil means
 	// time.Now.
 	Now func() time.Time
+	// Count stores tallies of violations that were only counted (the
+	// store's CountViolations). Nil keeps every violation: there would
+	// be nowhere to count the others.
+	Count CountFunc
 }

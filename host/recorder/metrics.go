@@ -19,6 +19,7 @@ type metrics struct {
 	writable prometheus.Gauge
 	writes   *prometheus.CounterVec
 	latency  prometheus.Histogram
+	sampled  *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -34,6 +35,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Violation batches the recorder wrote to the store, by result: ok, retry (failed, kept for retry), refused."}, []string{"result"}),
 		latency: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "betrace_violation_record_latency_seconds",
 			Help: "Time from a trace's completion to its violations being stored.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16)}),
+		sampled: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "betrace_violations_sampled_total",
+			Help: "Violations only counted, by rule: their rule was past its sampling rate (BETRACE_VIOLATION_SAMPLE_RATE), so their record was not kept. betrace_violations_total counts every violation found."}, []string{"rule_id"}),
 	}
 	for _, r := range reasons {
 		m.dropped[r] = dropped.WithLabelValues(r) // every reason exists at 0, so increase() sees the first drop
@@ -42,7 +45,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		m.writes.WithLabelValues(r)
 	}
 	m.writable.Set(1)
-	for _, c := range []prometheus.Collector{dropped, m.held, m.writable, m.writes, m.latency} {
+	for _, c := range []prometheus.Collector{dropped, m.held, m.writable, m.writes, m.latency, m.sampled} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

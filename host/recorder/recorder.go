@@ -2,10 +2,11 @@ package recorder
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
+	mrand "math/rand/v2"
 	"slices"
 	"sync"
 	"time"
@@ -30,6 +31,21 @@ type WriteFunc func(ctx context.Context, vs []violations.Violation) error
 // ExportFunc hands stored violations to the exporters; it must not block.
 type ExportFunc func(vs []violations.Violation)
 
+// CountFunc stores tallies of violations that were only counted; a call
+// retried with the same token must count nothing more (see
+// store.Violations.CountViolations).
+type CountFunc func(ctx context.Context, token string, ts []violations.Tally) error
+
+// tallyInterval is how often tallies are written while violations are
+// sampled: a summary lags by at most this much, and the store sees one
+// small write a second rather than one per batch.
+const tallyInterval = time.Second
+
+// maxTallies bounds the counters held for the store (one per rule,
+// severity and minute); past it a violation that would only be counted is
+// kept instead, in the buffer bounded by bytes.
+const maxTallies = 100_000
+
 // writeTimeout bounds one write, so a hung store is retried (and seen as
 // failing) rather than holding the flusher forever.
 const writeTimeout = 10 * time.Second
@@ -52,6 +68,7 @@ type Recorder struct {
 	cfg     Config
 	write   WriteFunc
 	export  ExportFunc
+	count   CountFunc
 	log     *slog.Logger
 	now     func() time.Time
 	m       *metrics
@@ -68,6 +85,14 @@ type Recorder struct {
 	stopping bool
 	started  bool
 	lastDrop time.Time // last drop log line
+
+	// Sampling; sample is nil when every violation is kept.
+	sample       *sampler
+	tallies      map[tallyKey]int64 // counted, not yet handed to the store
+	inflight     []violations.Tally // handed to the store, not yet acknowledged
+	token        string             // inflight's token: the same on a retry
+	tallyAt      time.Time          // when tallies are next written
+	tallyFailing bool
 
 	shutOnce  sync.Once
 	abortOnce sync.Once
@@ -95,8 +120,13 @@ func New(cfg Config, write WriteFunc, export ExportFunc, set Settings) (*Recorde
 	if err != nil {
 		return nil, fmt.Errorf("new recorder: %w", err)
 	}
-	return &Recorder{cfg: cfg.withDefaults(), write: write, export: export, log: set.Logger, now: set.Now, m: m,
-		kick: make(chan struct{}, 1), closing: make(chan struct{}), abort: make(chan struct{}), done: make(chan struct{})}, nil
+	r := &Recorder{cfg: cfg.withDefaults(), write: write, export: export, count: set.Count, log: set.Logger, now: set.Now, m: m,
+		kick: make(chan struct{}, 1), closing: make(chan struct{}), abort: make(chan struct{}), done: make(chan struct{}),
+		tallies: map[tallyKey]int64{}}
+	if r.count != nil && r.cfg.SampleRate >= 0 {
+		r.sample = newSampler(r.cfg.SampleRate, r.cfg.SampleEvery)
+	}
+	return r, nil
 }
 
 // Start runs the flusher; it returns at once.
@@ -108,41 +138,71 @@ func (r *Recorder) Start(context.Context) error {
 	}
 	r.started = true
 	go r.run()
+	rate := r.cfg.SampleRate
+	if r.sample == nil {
+		rate = -1
+	}
 	r.log.Info("recorder started", "max_bytes", r.cfg.MaxBytes, "batch_bytes", r.cfg.BatchBytes,
-		"flush_interval", r.cfg.FlushInterval.String(), "retry_max", r.cfg.RetryMax.String())
+		"flush_interval", r.cfg.FlushInterval.String(), "retry_max", r.cfg.RetryMax.String(),
+		"sample_rate_per_minute", rate, "sample_every", r.cfg.SampleEvery)
 	return nil
 }
 
 // Record takes one trace's violations and returns at once; it is a
 // violations.Sink. It copies the slice vs (not the maps inside each
-// Violation, which the caller must no longer change). It returns an error
-// only when it dropped vs, which it has counted.
+// Violation, which the caller must no longer change). Past the sampling
+// rate of their rule, violations are only counted (see Config.SampleRate).
+// It returns an error only when it dropped vs, which it has counted.
 func (r *Recorder) Record(_ context.Context, completed time.Time, vs []violations.Violation) error {
 	if len(vs) == 0 {
 		return nil
 	}
-	e := entry{vs: slices.Clone(vs), bytes: sizeOf(vs), completed: completed, added: time.Now()}
+	e := entry{vs: slices.Clone(vs), completed: completed, added: time.Now()}
 	r.mu.Lock()
 	if r.stopping {
 		r.mu.Unlock()
 		r.dropped(ReasonShutdown, len(vs), nil)
 		return ErrStopped
 	}
+	if r.sample != nil {
+		e.vs = slices.DeleteFunc(e.vs, func(v violations.Violation) bool {
+			if r.sample.keep(&v) || len(r.tallies) >= maxTallies {
+				return false
+			}
+			if len(r.tallies) == 0 && r.inflight == nil {
+				r.tallyAt = time.Now().Add(tallyInterval)
+			}
+			addTally(r.tallies, &v)
+			r.m.sampled.WithLabelValues(v.RuleID).Inc()
+			return true
+		})
+		if len(e.vs) == 0 {
+			r.mu.Unlock()
+			r.wake()
+			return nil
+		}
+	}
+	e.bytes = sizeOf(e.vs)
 	if r.held+e.bytes > r.cfg.MaxBytes {
 		reason, cause := r.dropReasonLocked()
 		r.mu.Unlock()
-		r.dropped(reason, len(vs), cause)
-		return fmt.Errorf("record %d violations of trace %s: %w (%d bytes held)", len(vs), vs[0].TraceID, ErrFull, r.cfg.MaxBytes)
+		r.dropped(reason, len(e.vs), cause)
+		return fmt.Errorf("record %d violations of trace %s: %w (%d bytes held)", len(e.vs), vs[0].TraceID, ErrFull, r.cfg.MaxBytes)
 	}
 	r.queue = append(r.queue, e)
 	r.held += e.bytes
 	r.m.held.Set(float64(r.held))
 	r.mu.Unlock()
+	r.wake()
+	return nil
+}
+
+// wake tells the flusher there is work.
+func (r *Recorder) wake() {
 	select {
 	case r.kick <- struct{}{}:
 	default:
 	}
-	return nil
 }
 
 // dropReasonLocked names why the buffer is full: the store's failure, or
@@ -257,15 +317,21 @@ func (r *Recorder) run() {
 	for {
 		n, ok := r.next()
 		if !ok {
+			r.writeTallies(ctx, true)
 			return
+		}
+		if n == 0 { // only tallies are due
+			r.writeTallies(ctx, false)
+			continue
 		}
 		if r.flush(ctx, n) {
 			backoff = 0
+			r.writeTallies(ctx, false)
 			continue
 		}
 		// Retryable failure: wait, then write the same batch again.
 		backoff = min(max(backoff*2, r.cfg.RetryMin), r.cfg.RetryMax)
-		wait := backoff/2 + rand.N(backoff/2+1) // jitter: instances sharing a disk or Redis do not retry in step
+		wait := backoff/2 + mrand.N(backoff/2+1) // jitter: instances sharing a disk or Redis do not retry in step
 		t := time.NewTimer(wait)
 		select {
 		case <-t.C:
@@ -276,9 +342,10 @@ func (r *Recorder) run() {
 	}
 }
 
-// next waits until a batch is due and returns how many entries, from the
-// head of the queue, it holds; ok is false once the queue is empty after
-// Shutdown began, or at the shutdown deadline.
+// next waits until a batch or tallies are due and returns how many
+// entries, from the head of the queue, the batch holds (0: only tallies);
+// ok is false once the queue is empty after Shutdown began, or at the
+// shutdown deadline.
 func (r *Recorder) next() (n int, ok bool) {
 	var timer *time.Timer
 	defer func() {
@@ -303,6 +370,16 @@ func (r *Recorder) next() (n int, ok bool) {
 		} else if stopping {
 			r.mu.Unlock()
 			return 0, false
+		}
+		if len(r.tallies) > 0 || r.inflight != nil {
+			tdue := time.Until(r.tallyAt)
+			if tdue <= 0 && len(r.queue) == 0 {
+				r.mu.Unlock()
+				return 0, true
+			}
+			if due <= 0 || (tdue > 0 && tdue < due) {
+				due = max(tdue, time.Millisecond)
+			}
 		}
 		r.mu.Unlock()
 		var tick <-chan time.Time
@@ -425,6 +502,49 @@ func (r *Recorder) stored(batch []entry, vs []violations.Violation) {
 	if was != nil {
 		r.m.writable.Set(1)
 		r.log.Warn("violations are stored again: the store accepts writes", "failed_for", time.Since(since).Round(time.Millisecond).String(), "held_bytes", held)
+	}
+}
+
+// writeTallies hands the counted-only violations to the store when they
+// are due (or now, with force). A failed write keeps them, with the same
+// token, for the next attempt a tallyInterval later, so that a retry of a
+// write that landed counts nothing twice.
+func (r *Recorder) writeTallies(ctx context.Context, force bool) {
+	r.mu.Lock()
+	if !force && time.Now().Before(r.tallyAt) {
+		r.mu.Unlock()
+		return
+	}
+	if r.inflight == nil && len(r.tallies) > 0 {
+		r.inflight, r.token = tallies(r.tallies), rand.Text()
+		clear(r.tallies)
+	}
+	batch, token := r.inflight, r.token
+	r.tallyAt = time.Now().Add(tallyInterval)
+	r.mu.Unlock()
+	if batch == nil {
+		return
+	}
+	wctx, cancel := context.WithTimeout(ctx, writeTimeout)
+	err := r.count(wctx, token, batch)
+	cancel()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	switch {
+	case err == nil:
+		r.inflight = nil
+		if r.tallyFailing {
+			r.tallyFailing = false
+			r.log.Warn("counts of sampled violations are stored again")
+		}
+	case retryable(err):
+		if !r.tallyFailing {
+			r.tallyFailing = true
+			r.log.Error("counts of sampled violations cannot be stored: holding them and retrying every second", "err", err)
+		}
+	default:
+		r.inflight = nil
+		r.log.Error("the store refused counts of sampled violations: they are lost; betrace_violations_sampled_total still has them", "tallies", len(batch), "err", err)
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"syscall"
+	"time"
 
 	"github.com/betracehq/betrace/host/rules"
 	"github.com/betracehq/betrace/host/violations"
@@ -78,13 +79,32 @@ type Rules interface {
 	Module(ctx context.Context, sha256 string) ([]byte, error)
 }
 
-// Violations stores violations with bounded retention.
+// Violations stores violations with bounded retention, and counts them.
+//
+// Retention is bounded per rule and in total: a rule past its own cap
+// loses its own oldest violations, and when the total is past its cap the
+// rule holding the most loses its oldest, so one storming rule cannot
+// erase the history of the others.
+//
+// Counts are kept by rule, severity and minute for as long as violations
+// are kept by age, whatever retention by count removed: every violation
+// appended counts as kept and counted, every tallied one as counted only.
 type Violations interface {
-	// AppendViolations stores a batch atomically.
+	// AppendViolations stores a batch atomically, and counts what it
+	// stores for the first time.
 	AppendViolations(ctx context.Context, vs []violations.Violation) error
 	// QueryViolations returns one page, newest first.
 	QueryViolations(ctx context.Context, q violations.Query) (violations.Page, error)
+	// CountViolations adds tallies of violations that were found but not
+	// kept. token names the call: a call with a token seen within the
+	// last hour counts nothing, so a retry after a timeout is safe.
+	CountViolations(ctx context.Context, token string, ts []violations.Tally) error
+	// SummarizeViolations returns the counts of q, rolled up into q.Bucket.
+	SummarizeViolations(ctx context.Context, q violations.SummaryQuery) ([]violations.SummaryRow, error)
 }
+
+// TallyTokenTTL is how long a store remembers a CountViolations token.
+const TallyTokenTTL = time.Hour
 
 // Store is a whole backend.
 type Store interface {

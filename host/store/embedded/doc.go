@@ -62,11 +62,24 @@
 // than 7 days (DefaultMaxViolations, DefaultMaxViolationAge): at the
 // hundreds of violations a second a busy service records, that is hours to
 // days of history, in about 700 MB of disk and 70 MB of index for
-// violations of typical size. The oldest violations go first. Every append
+// violations of typical size. No rule keeps more than 100,000
+// (DefaultMaxViolationsPerRule): past it a rule loses its own oldest, and
+// at the total limit the rule holding the most loses its oldest (see
+// retention.go), so a storming rule cannot erase a quiet rule's history.
+// Age comes first, whatever the rule. Every append
 // transaction also deletes what has become too old or what its rows push
 // over the count limit (at most 10,000 rows a transaction, the rest in
 // the next ones), so the count stays within the limit; when no appends
 // come the writer checks the age limit every minute, and Open trims before
 // it returns. Trimmed counts what was removed. bbolt reuses freed pages but
 // never shrinks its file.
+//
+// # Counts
+//
+// Bucket "counts" holds, per (minute, rule, severity), how many violations
+// were kept and how many counted (see counts.go): appends add what they
+// store for the first time in their own transaction, CountViolations adds
+// the recorder's tallies of sampled-out violations once per token. Counts
+// are trimmed by age only, so a summary still counts what retention by
+// count removed.
 package embedded

@@ -48,6 +48,16 @@ func TestConformance(t *testing.T) {
 	})
 }
 
+func TestRetentionConformance(t *testing.T) {
+	storetest.RunRetention(t, func(t *testing.T, c storetest.Caps) store.Store {
+		s, err := Open(Config{Dir: t.TempDir(), MaxViolations: c.MaxViolations, MaxViolationsPerRule: c.MaxViolationsPerRule}, nil)
+		if err != nil {
+			t.Fatalf("open: %v", err)
+		}
+		return s
+	})
+}
+
 // clock is a settable clock for retention tests.
 type clock struct{ ns atomic.Int64 }
 
@@ -248,10 +258,14 @@ func TestRetentionOrderInOrder(t *testing.T) {
 	if got := strings.Join(allIDs(t, s, violations.Query{}), ","); got != "a11,a10,a09,a08,a07" {
 		t.Fatalf("kept %s", got)
 	}
-	// A batch bigger than the limit.
+	// A batch of the same rule bigger than the limit. (Of several rules,
+	// the one holding the most would lose its oldest: see
+	// storetest.RunRetention.)
 	var big []violations.Violation
 	for i := 0; i < 8; i++ {
-		big = append(big, viol(fmt.Sprintf("b%02d", i), now.Add(time.Minute+time.Duration(i)*time.Second)))
+		v := viol(fmt.Sprintf("b%02d", i), now.Add(time.Minute+time.Duration(i)*time.Second))
+		v.RuleID = "rule-a"
+		big = append(big, v)
 	}
 	if err := s.AppendViolations(bg, big); err != nil {
 		t.Fatal(err)

@@ -155,9 +155,12 @@ func (n *interner) intern(s string) uint32 {
 type index struct {
 	chunks []*chunk
 	n      int
-	rules  interner
-	sevs   interner
-	traces interner // trace IDs that are not 32 lower-case hex digits
+	// perRule counts the entries of each rule (by interned number), for
+	// retention per rule and for finding the rule that holds the most.
+	perRule map[uint32]int
+	rules   interner
+	sevs    interner
+	traces  interner // trace IDs that are not 32 lower-case hex digits
 }
 
 // parseTrace turns a canonical trace ID (32 lower-case hex digits) into
@@ -257,22 +260,37 @@ func (x *index) upsert(e *entry) {
 			x.chunks = append(x.chunks, last)
 		}
 		last.push(e)
-		x.n++
+		x.counted(e.rule, 1)
 		return
 	}
 	p := x.search(e.ts, e.id)
 	ch := x.chunks[p.c]
 	if p.i < ch.len() && ch.cmp(p.i, e.ts, e.id) == 0 {
+		if was := ch.rule[p.i]; was != e.rule {
+			x.counted(was, -1)
+			x.counted(e.rule, 1)
+		}
 		ch.rule[p.i], ch.sev[p.i], ch.flags[p.i], ch.trace[p.i] = e.rule, e.sev, e.flags, e.trace
 		return
 	}
 	ch.insert(p.i, e)
-	x.n++
+	x.counted(e.rule, 1)
 	if ch.len() > chunkMax {
 		half := ch.len() / 2
 		a, b := ch.copyRange(0, half), ch.copyRange(half, ch.len())
 		x.chunks[p.c] = a
 		x.chunks = slices.Insert(x.chunks, p.c+1, b)
+	}
+}
+
+// counted adds d entries of rule r to the counts.
+func (x *index) counted(r uint32, d int) {
+	if x.perRule == nil {
+		x.perRule = make(map[uint32]int)
+	}
+	x.n += d
+	if x.perRule[r] += d; x.perRule[r] <= 0 {
+		delete(x.perRule, r)
 	}
 }
 
@@ -290,6 +308,7 @@ func (x *index) removeFront(n int) []entry {
 		take := min(ch.len(), n-len(out))
 		for i := 0; i < take; i++ {
 			out = append(out, ch.entry(i))
+			x.counted(ch.rule[i], -1)
 		}
 		if take == ch.len() {
 			x.chunks[0] = nil
@@ -298,7 +317,57 @@ func (x *index) removeFront(n int) []entry {
 			x.chunks[0] = ch.copyRange(take, ch.len())
 		}
 	}
-	x.n -= n
+	if len(x.chunks) == 0 {
+		x.chunks = nil
+	}
+	return out
+}
+
+// oldestOf walks rule r's entries oldest first, calling fn with each
+// entry's chunk and offset until fn returns false.
+func (x *index) oldestOf(r uint32, fn func(ch *chunk, i int) bool) {
+	for _, ch := range x.chunks {
+		for i, v := range ch.rule {
+			if v == r && !fn(ch, i) {
+				return
+			}
+		}
+	}
+}
+
+// removeOldestOf removes the n oldest entries of rule r and returns them,
+// oldest first. A chunk that loses entries is rebuilt without them, and
+// one left empty is dropped (search needs every chunk non-empty).
+func (x *index) removeOldestOf(r uint32, n int) []entry {
+	n = min(n, x.perRule[r])
+	out := make([]entry, 0, n)
+	for c := 0; c < len(x.chunks) && len(out) < n; {
+		ch := x.chunks[c]
+		var keep []int
+		for i, v := range ch.rule {
+			if v == r && len(out) < n {
+				out = append(out, ch.entry(i))
+			} else {
+				keep = append(keep, i)
+			}
+		}
+		if len(keep) == ch.len() {
+			c++
+			continue
+		}
+		if len(keep) == 0 {
+			x.chunks = slices.Delete(x.chunks, c, c+1)
+			continue
+		}
+		d := &chunk{}
+		for _, i := range keep {
+			e := entry{ts: ch.ts[i], id: ch.id(i), rule: ch.rule[i], sev: ch.sev[i], flags: ch.flags[i], trace: ch.trace[i]}
+			d.push(&e)
+		}
+		x.chunks[c] = d
+		c++
+	}
+	x.counted(r, -len(out))
 	if len(x.chunks) == 0 {
 		x.chunks = nil
 	}

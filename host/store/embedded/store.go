@@ -30,11 +30,13 @@ const FileName = "betrace.db"
 const dbFormat = 1
 
 var (
-	bucketMeta       = []byte("meta")
-	bucketRules      = []byte("rules")
-	bucketModules    = []byte("modules")
-	bucketViolations = []byte("violations")
-	keyFormat        = []byte("format")
+	bucketMeta        = []byte("meta")
+	bucketRules       = []byte("rules")
+	bucketModules     = []byte("modules")
+	bucketViolations  = []byte("violations")
+	bucketCounts      = []byte("counts")
+	bucketTallyTokens = []byte("tally-tokens")
+	keyFormat         = []byte("format")
 )
 
 // lockTimeout is how long Open waits for another process to release the
@@ -133,7 +135,7 @@ func Open(cfg Config, now func() time.Time) (*Store, error) {
 // init creates the buckets, checks the format and builds the index.
 func (s *Store) init() error {
 	err := s.update(func(tx *bolt.Tx) error {
-		for _, name := range [][]byte{bucketMeta, bucketRules, bucketModules, bucketViolations} {
+		for _, name := range [][]byte{bucketMeta, bucketRules, bucketModules, bucketViolations, bucketCounts, bucketTallyTokens} {
 			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 				return err
 			}

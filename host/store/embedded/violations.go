@@ -179,12 +179,13 @@ func (s *Store) cutoff() int64 {
 
 // commit writes batch and the deletions retention asks for (at most
 // maxTrim rows already stored) in one transaction, updates the index and
-// answers the callers. more reports that retention still has work to do.
+// the counts, and answers the callers. more reports that retention still
+// has work to do.
 //
-// Retention removes the oldest violations first, counting the batch: a
-// violation of the batch that would be trimmed at once (too old, or older
-// than everything kept at the count limit) is not written at all, and is
-// counted as trimmed.
+// Retention (see retention.go) weighs stored and fresh rows together: a
+// row of the batch that would be trimmed at once (too old, or among its
+// rule's oldest past a cap) is not written at all, and is counted as
+// trimmed. Fresh rows count in the summary unless they are too old.
 //
 // Only the writer (or Open, before the writer starts) calls commit; it
 // reads s.idx without idxMu because nothing else changes it.
@@ -213,76 +214,42 @@ func (s *Store) commit(batch []*appendReq, maxTrim int) (more bool, err error) {
 		}
 		rows = append(rows, p)
 	}
+	cutoff := s.cutoff()
 	var fresh []*pending
+	skip := map[*pending]bool{}
 	for _, p := range rows {
-		if !x.has(p.ts, p.key[8:]) {
+		switch {
+		case x.has(p.ts, p.key[8:]):
+		case p.ts < cutoff:
+			skip[p] = true
+		default:
 			fresh = append(fresh, p)
 		}
 	}
-
-	// Victims: the oldest of stored and fresh rows together, as many as
-	// are too old or over the count limit.
-	cutoff := s.cutoff()
-	old := x.countBefore(cutoff)
-	for _, p := range fresh {
-		if p.ts < cutoff {
-			old++
-		}
-	}
-	due := max(old, x.n+len(fresh)-s.cfg.MaxViolations)
-	trimStored, trimFresh := 0, 0
-	c, i := 0, 0 // walks the index from its oldest entry
-	for trimStored+trimFresh < due {
-		inIndex := c < len(x.chunks)
-		if inIndex && trimFresh < len(fresh) {
-			p := fresh[trimFresh]
-			inIndex = x.chunks[c].cmp(i, p.ts, p.key[8:]) < 0
-		}
-		if !inIndex {
-			trimFresh++
-			continue
-		}
-		if trimStored == maxTrim {
-			more = true
-			break
-		}
-		trimStored++
-		if i++; i == x.chunks[c].len() {
-			c, i = c+1, 0
-		}
-	}
-	if trimFresh > 0 {
-		skip := make(map[*pending]bool, trimFresh)
-		for _, p := range fresh[:trimFresh] {
-			skip[p] = true
-		}
-		rows = slices.DeleteFunc(rows, func(p *pending) bool { return skip[p] })
-	}
-	if len(rows) == 0 && trimStored == 0 {
-		s.trimmed.Add(uint64(trimFresh))
-		for _, r := range live {
-			r.done <- nil
-		}
-		return more, nil
-	}
+	tally := countFresh(fresh)
 
 	// Entries leave the index before their rows leave the disk, and
 	// enter it after their rows are committed, so a query that finds an
 	// entry in the index always finds its row in a read transaction it
 	// begins while it still holds idxMu.
-	var removed []entry
-	if trimStored > 0 {
-		s.idxMu.Lock()
-		removed = x.removeFront(trimStored)
-		s.idxMu.Unlock()
+	s.idxMu.Lock()
+	plan := s.planRetention(fresh, cutoff, maxTrim)
+	s.idxMu.Unlock()
+	for _, p := range plan.skip {
+		skip[p] = true
 	}
+	more = plan.more
+	if len(skip) > 0 {
+		rows = slices.DeleteFunc(rows, func(p *pending) bool { return skip[p] })
+	}
+	trimmedCounts := 0
 	err = s.update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketViolations)
 		// Keys mostly arrive in time order, so pages split at the end of
 		// the tree: fill them (bbolt's default leaves them half empty).
 		b.FillPercent = 0.9
-		for i := range removed {
-			if err := b.Delete(makeKey(removed[i].ts, removed[i].id)); err != nil {
+		for i := range plan.removed {
+			if err := b.Delete(makeKey(plan.removed[i].ts, plan.removed[i].id)); err != nil {
 				return err
 			}
 		}
@@ -291,13 +258,18 @@ func (s *Store) commit(batch []*appendReq, maxTrim int) (more bool, err error) {
 				return err
 			}
 		}
-		return nil
+		if err := addCounts(tx.Bucket(bucketCounts), tally, true); err != nil {
+			return err
+		}
+		var err error
+		trimmedCounts, err = trimCounts(tx.Bucket(bucketCounts), cutoff, maxTrim)
+		return err
 	})
 	if err != nil {
-		if len(removed) > 0 {
+		if len(plan.removed) > 0 {
 			s.idxMu.Lock()
-			for i := range removed {
-				x.upsert(&removed[i])
+			for i := range plan.removed {
+				x.upsert(&plan.removed[i])
 			}
 			s.idxMu.Unlock()
 		}
@@ -314,11 +286,11 @@ func (s *Store) commit(batch []*appendReq, maxTrim int) (more bool, err error) {
 		}
 		s.idxMu.Unlock()
 	}
-	s.trimmed.Add(uint64(len(removed) + trimFresh))
+	s.trimmed.Add(uint64(len(plan.removed) + len(skip)))
 	for _, r := range live {
 		r.done <- nil
 	}
-	return more || x.n > s.cfg.MaxViolations || x.countBefore(cutoff) > 0, nil
+	return more || trimmedCounts == maxTrim || s.overRetention(cutoff), nil
 }
 
 // QueryViolations returns one page of matches, newest first. The index

@@ -10,11 +10,14 @@ import (
 
 // Defaults for Config.
 const (
-	DefaultPrefix          = "betrace:"
-	DefaultMaxViolations   = 250_000 // about 1.5 KB of Redis memory each
-	DefaultMaxViolationAge = 7 * 24 * time.Hour
-	DefaultTimeout         = 2 * time.Second
-	DefaultDedupTTL        = time.Hour
+	DefaultPrefix        = "betrace:"
+	DefaultMaxViolations = 250_000 // about 1.5 KB of Redis memory each
+	// DefaultMaxViolationsPerRule is a tenth of the total: a storming
+	// rule can take at most that, leaving nine tenths to the others.
+	DefaultMaxViolationsPerRule = 25_000
+	DefaultMaxViolationAge      = 7 * 24 * time.Hour
+	DefaultTimeout              = 2 * time.Second
+	DefaultDedupTTL             = time.Hour
 )
 
 // Config configures a Redis store. A zero field means its default.
@@ -27,9 +30,13 @@ type Config struct {
 	// Instances that share a Prefix share rules and violations. Default
 	// "betrace:".
 	Prefix string
-	// MaxViolations is how many violations are kept; the oldest go first.
-	// Default 1,000,000.
+	// MaxViolations is how many violations are kept in total; when it is
+	// reached, the rule holding the most loses its oldest. Default 250,000.
 	MaxViolations int
+	// MaxViolationsPerRule is how many violations of one rule are kept;
+	// past it the rule loses its own oldest, never another rule's.
+	// Default 25,000.
+	MaxViolationsPerRule int
 	// MaxViolationAge is how long a violation is kept, by its Timestamp.
 	// Default 7 days.
 	MaxViolationAge time.Duration
@@ -45,11 +52,12 @@ type Config struct {
 // DefaultConfig returns the defaults; the caller sets URL.
 func DefaultConfig() Config {
 	return Config{
-		Prefix:          DefaultPrefix,
-		MaxViolations:   DefaultMaxViolations,
-		MaxViolationAge: DefaultMaxViolationAge,
-		Timeout:         DefaultTimeout,
-		DedupTTL:        DefaultDedupTTL,
+		Prefix:               DefaultPrefix,
+		MaxViolations:        DefaultMaxViolations,
+		MaxViolationsPerRule: DefaultMaxViolationsPerRule,
+		MaxViolationAge:      DefaultMaxViolationAge,
+		Timeout:              DefaultTimeout,
+		DedupTTL:             DefaultDedupTTL,
 	}
 }
 
@@ -64,6 +72,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxViolations < 0 {
 		errs = append(errs, fmt.Errorf("redisstore: config: MaxViolations %d is negative", c.MaxViolations))
+	}
+	if c.MaxViolationsPerRule < 0 {
+		errs = append(errs, fmt.Errorf("redisstore: config: MaxViolationsPerRule %d is negative", c.MaxViolationsPerRule))
 	}
 	if c.MaxViolationAge < 0 {
 		errs = append(errs, fmt.Errorf("redisstore: config: MaxViolationAge %s is negative", c.MaxViolationAge))
@@ -83,6 +94,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxViolations == 0 {
 		c.MaxViolations = DefaultMaxViolations
+	}
+	if c.MaxViolationsPerRule == 0 {
+		c.MaxViolationsPerRule = DefaultMaxViolationsPerRule
 	}
 	if c.MaxViolationAge == 0 {
 		c.MaxViolationAge = DefaultMaxViolationAge

@@ -23,6 +23,10 @@
 //	betrace:violations               zset     every violation's key (all scores 0, ordered by key)
 //	betrace:violations:data          hash     violation key → value (index prefixes, then JSON)
 //	betrace:violations:index         zset     filter prefix + violation key, 4 per violation
+//	betrace:violations:rules         zset     rule index prefix "r:<len>:<rule>:" → its violations stored (retention per rule, largest rule)
+//	betrace:violations:counts:<min>  hash     "k|"/"c|" + "rs:<len>:<rule>:<len>:<severity>:" → kept/counted in minute <min> (Unix s); expires with the minute's violations
+//	betrace:violations:minutes       zset     minutes that have counts, scored by Unix seconds (for summaries)
+//	betrace:tally:<token>            string   a CountViolations call already counted; TTL 1h
 //	betrace:dedup:<rule>:<trace>     string   token of the evaluation that recorded the pair; TTL DedupTTL
 //	betrace:cluster:token            string   bearer token instances forward spans with (package cluster), when BETRACE_CLUSTER_TOKEN is unset
 //
@@ -127,9 +131,24 @@
 // # Retention
 //
 // Every append trims in its script: first violations older than
-// MaxViolationAge (default 7 days), then the oldest beyond MaxViolations
-// (default 1,000,000), at most 10,000 per script so a large trim does not
-// stall Redis; Trim finishes one. Each violation costs Redis about 1.5 KB
+// MaxViolationAge (default 7 days), then each rule's oldest beyond
+// MaxViolationsPerRule (default 25,000), then, while the total is beyond
+// MaxViolations (default 250,000), the oldest of the rule holding the most
+// (betrace:violations:rules says which), at most 10,000 per script so a
+// large trim does not stall Redis; Trim finishes one. A storming rule so
+// evicts its own history, never a quiet rule's.
+//
+// # Counts
+//
+// The append script adds every violation it stores for the first time to
+// its minute's counts hash as kept and counted; CountViolations adds
+// tallies of violations the recorder only counted as counted, once per
+// token (SET NX). Counts live in Redis, so every instance serves the same
+// summary, and cost one HINCRBY per (rule, severity, minute) of a batch,
+// never a call per span. SummarizeViolations reads the minutes of its
+// window (ZRANGEBYSCORE) and one HGETALL each, pipelined. Data written
+// before betrace:violations:rules existed is not in it: retention by rule
+// sees only violations appended since. Each violation costs Redis about 1.5 KB
 // (for 450 bytes of JSON: its key six times, the index and hash
 // overhead), so the default retention needs about 1.5 GB; lower
 // MaxViolations to fit the server's maxmemory. A (rule, trace) pair costs

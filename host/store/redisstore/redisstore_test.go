@@ -53,6 +53,18 @@ func TestConformance(t *testing.T) {
 	})
 }
 
+func TestRetentionConformance(t *testing.T) {
+	srv := redistest.Start(t)
+	storetest.RunRetention(t, func(t *testing.T, c storetest.Caps) store.Store {
+		s, err := Open(bg, Config{URL: srv.URL(), Prefix: newPrefix(), DedupTTL: -1,
+			MaxViolations: c.MaxViolations, MaxViolationsPerRule: c.MaxViolationsPerRule}, nil)
+		if err != nil {
+			t.Fatalf("open: %v", err)
+		}
+		return s
+	})
+}
+
 func viol(id string, at time.Time, rule, trace string) violations.Violation {
 	return storetest.Violation(id, at, rule, "HIGH", trace)
 }

@@ -100,53 +100,125 @@ local function index(idx, k, v)
   redis.call('ZADD', idx, 0, ps[1] .. k, 0, ps[2] .. k, 0, ps[3] .. k, 0, ps[4] .. k)
 end
 
-local function unindex(idx, k, v)
-  local ps = v and prefixes(v)
-  if ps then redis.call('ZREM', idx, ps[1] .. k, ps[2] .. k, ps[3] .. k, ps[4] .. k) end
-end
+-- R names the keys and limits the violation scripts share; see newR.
+local R = {}
 
-local function drop(main, data, idx, ks)
+local function drop(ks)
   for _, k in ipairs(ks) do
-    unindex(idx, k, redis.call('HGET', data, k))
-    redis.call('HDEL', data, k)
-    redis.call('ZREM', main, k)
+    local v = redis.call('HGET', R.data, k)
+    local ps = v and prefixes(v)
+    if ps then
+      redis.call('ZREM', R.idx, ps[1] .. k, ps[2] .. k, ps[3] .. k, ps[4] .. k)
+      if tonumber(redis.call('ZINCRBY', R.rules, -1, ps[2])) <= 0 then redis.call('ZREM', R.rules, ps[2]) end
+    end
+    redis.call('HDEL', R.data, k)
+    redis.call('ZREM', R.main, k)
   end
   return #ks
 end
 
--- trim removes violations older than cutoff, then the oldest beyond max,
--- at most budget in all; it answers how many it removed and whether more
--- are due.
-local function trim(main, data, idx, max, cutoff, budget)
-  local n = drop(main, data, idx, redis.call('ZRANGEBYLEX', main, '-', '(' .. cutoff, 'LIMIT', 0, budget))
-  local over = redis.call('ZCARD', main) - max
-  if over > 0 and n < budget then
-    n = n + drop(main, data, idx, redis.call('ZRANGE', main, 0, math.min(over, budget - n) - 1))
+-- dropOldestOf removes the n oldest violations of the rule whose index
+-- prefix is p.
+local function dropOldestOf(p, n)
+  local ms = redis.call('ZRANGEBYLEX', R.idx, '[' .. p, '(' .. p .. '~', 'LIMIT', 0, n)
+  local ks = {}
+  for i, m in ipairs(ms) do ks[i] = string.sub(m, #p + 1) end
+  return drop(ks)
+end
+
+-- trim removes violations older than the cutoff, then the oldest of each
+-- rule past the per-rule cap, then, while the total is past its cap, the
+-- oldest of the rule holding the most (level with the next, then the
+-- level ones together), at most budget in all; it answers how many it
+-- removed and whether more are due. Counts of minutes past the cutoff go
+-- too.
+local function trim()
+  redis.call('ZREMRANGEBYSCORE', R.minutes, '-inf', '(' .. R.cutoffMinute)
+  local n = drop(redis.call('ZRANGEBYLEX', R.main, '-', '(' .. R.cutoff, 'LIMIT', 0, R.budget))
+  local all = redis.call('ZRANGE', R.rules, 0, -1, 'WITHSCORES')
+  local loads, total = {}, 0
+  for i = 1, #all, 2 do
+    local c = tonumber(all[i + 1])
+    local l = {p = all[i], c = c, evict = math.max(0, c - R.perRule)}
+    loads[#loads + 1] = l
+    total = total + c - l.evict
   end
-  local more = redis.call('ZCARD', main) > max or
-    #redis.call('ZRANGEBYLEX', main, '-', '(' .. cutoff, 'LIMIT', 0, 1) > 0
+  local over = total - R.max
+  while over > 0 do
+    local top, nxt, ties = 0, 0, 0
+    for _, l in ipairs(loads) do
+      local r = l.c - l.evict
+      if r > top then top, nxt, ties = r, top, 1
+      elseif r == top then ties = ties + 1
+      elseif r > nxt then nxt = r end
+    end
+    if top == 0 then break end
+    local each = math.min(top - nxt, math.ceil(over / ties))
+    for _, l in ipairs(loads) do
+      if l.c - l.evict == top and over > 0 then
+        local t = math.min(each, over)
+        l.evict, over = l.evict + t, over - t
+      end
+    end
+  end
+  for _, l in ipairs(loads) do
+    if l.evict > 0 and n < R.budget then
+      n = n + dropOldestOf(l.p, math.min(l.evict, R.budget - n))
+    end
+  end
+  local biggest = redis.call('ZREVRANGE', R.rules, 0, 0, 'WITHSCORES')
+  local more = redis.call('ZCARD', R.main) > R.max or
+    (#biggest == 2 and tonumber(biggest[2]) > R.perRule) or
+    #redis.call('ZRANGEBYLEX', R.main, '-', '(' .. R.cutoff, 'LIMIT', 0, 1) > 0
   return n, more
+end
+
+-- newR reads KEYS violations, data, index, rules, minutes and ARGV max,
+-- max per rule, cutoff key, cutoff minute, budget (from ARGV[a] on).
+local function newR(a)
+  R.main, R.data, R.idx, R.rules, R.minutes = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+  R.max, R.perRule = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
+  R.cutoff, R.cutoffMinute, R.budget = ARGV[a + 2], ARGV[a + 3], tonumber(ARGV[a + 4])
+end
+
+-- count adds n to field f ('k' kept, 'c' counted) of rule and severity
+-- prefix rs in the counts hash ck of minute m, which expires at exp (Unix
+-- seconds), and lists the minute.
+local function count(ck, m, exp, f, rs, n)
+  redis.call('HINCRBY', ck, f .. '|' .. rs, n)
+  redis.call('EXPIREAT', ck, exp)
+  redis.call('ZADD', R.minutes, m, m)
 end
 `
 
 // scriptAppend stores a batch of violations, de-duplicates it per (rule,
-// trace), then trims. KEYS: violations, data, index, then one dedup key
-// per group when de-duplication is on. ARGV: dedup TTL in ms (0 = off),
-// max violations, cutoff key, trim budget, number of groups, then per
-// group its token and its violation count followed by each violation's
-// key and value. Go has validated every value's header. Answers {newly
-// stored, skipped as duplicates, trimmed, more to trim (0/1)}.
+// trace), counts what it stores for the first time, then trims. KEYS:
+// violations, data, index, rules, minutes, then one dedup key per group
+// when de-duplication is on, then one counts hash per minute of the batch.
+// ARGV: the five retention arguments of newR, dedup TTL in ms (0 = off),
+// number of groups, number of minutes, then per minute its Unix seconds
+// and the Unix seconds its counts expire at, then per group its token and
+// its violation count followed by each violation's key, value and minute
+// (1-based, in the minutes). Go has validated every value's header.
+// Answers {newly stored, skipped as duplicates, trimmed, more to trim (0/1)}.
 var scriptAppend = redis.NewScript(luaDrop + `
-local main, data, idx = KEYS[1], KEYS[2], KEYS[3]
-local ttl = tonumber(ARGV[1])
-local a = 6
+newR(1)
+local ttl, groups, nmin = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
+local dedupKeys = 0
+if ttl > 0 then dedupKeys = groups end
+local mins = {}
+for i = 1, nmin do
+  mins[i] = {k = KEYS[5 + dedupKeys + i], m = ARGV[7 + 2 * i], exp = ARGV[8 + 2 * i]}
+end
+local a = 9 + 2 * nmin
 local stored, skipped = 0, 0
-for g = 1, tonumber(ARGV[5]) do
+local kept = {} -- minute index -> rs prefix -> newly stored
+for g = 1, groups do
   local token, n = ARGV[a], tonumber(ARGV[a + 1])
   a = a + 2
   local write = true
   if ttl > 0 then
-    local dk = KEYS[3 + g]
+    local dk = KEYS[5 + g]
     local cur = redis.call('GET', dk)
     if not cur then
       redis.call('SET', dk, token, 'PX', ttl)
@@ -156,23 +228,58 @@ for g = 1, tonumber(ARGV[5]) do
   end
   for i = 1, n do
     if write then
-      local k, v = ARGV[a], ARGV[a + 1]
-      if redis.call('ZADD', main, 0, k) == 1 then
+      local k, v, mi = ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2])
+      local ps = prefixes(v)
+      if redis.call('ZADD', R.main, 0, k) == 1 then
         stored = stored + 1
+        kept[mi] = kept[mi] or {}
+        kept[mi][ps[4]] = (kept[mi][ps[4]] or 0) + 1
       else
         -- Stored before (a retry, or the same key reused): replace it.
-        unindex(idx, k, redis.call('HGET', data, k))
+        local old = redis.call('HGET', R.data, k)
+        local ops = old and prefixes(old)
+        if ops then
+          redis.call('ZREM', R.idx, ops[1] .. k, ops[2] .. k, ops[3] .. k, ops[4] .. k)
+          redis.call('ZINCRBY', R.rules, -1, ops[2])
+        end
       end
-      redis.call('HSET', data, k, v)
-      index(idx, k, v)
+      redis.call('HSET', R.data, k, v)
+      index(R.idx, k, v)
+      redis.call('ZINCRBY', R.rules, 1, ps[2])
     else
       skipped = skipped + 1
     end
-    a = a + 2
+    a = a + 3
   end
 end
-local trimmed, more = trim(main, data, idx, tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4]))
+for mi, byRS in pairs(kept) do
+  local m = mins[mi]
+  for rs, c in pairs(byRS) do
+    count(m.k, m.m, m.exp, 'k', rs, c)
+    count(m.k, m.m, m.exp, 'c', rs, c)
+  end
+end
+local trimmed, more = trim()
 return {stored, skipped, trimmed, more and 1 or 0}
+`)
+
+// scriptCount adds tallies of violations found but not kept, once per
+// token. KEYS: the five of newR, the token key, then one counts hash per
+// minute. ARGV: the five retention arguments, the token TTL in ms, number
+// of minutes, per minute its Unix seconds and expiry, then per tally its
+// minute (1-based), rule and severity prefix and count. Answers 1 if it
+// counted, 0 for a token already seen.
+var scriptCount = redis.NewScript(luaDrop + `
+newR(1)
+if not redis.call('SET', KEYS[6], '1', 'NX', 'PX', ARGV[6]) then return 0 end
+local nmin = tonumber(ARGV[7])
+local a = 8 + 2 * nmin
+while a <= #ARGV do
+  local mi = tonumber(ARGV[a])
+  count(KEYS[6 + mi], ARGV[6 + 2 * mi], ARGV[7 + 2 * mi], 'c', ARGV[a + 1], tonumber(ARGV[a + 2]))
+  a = a + 3
+end
+return 1
 `)
 
 // scriptQuery finds one page of violations. KEYS: violations, data, index.
@@ -253,9 +360,10 @@ if #keys > 0 then vals = redis.call('HMGET', data, unpack(keys)) end
 return {total, more, keys, vals}
 `)
 
-// scriptTrim applies retention. KEYS: violations, data, index. ARGV: max
-// violations, cutoff key, budget. Answers {trimmed, more (0/1)}.
+// scriptTrim applies retention. KEYS and ARGV: those of newR. Answers
+// {trimmed, more (0/1)}.
 var scriptTrim = redis.NewScript(luaDrop + `
-local trimmed, more = trim(KEYS[1], KEYS[2], KEYS[3], tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3]))
+newR(1)
+local trimmed, more = trim()
 return {trimmed, more and 1 or 0}
 `)

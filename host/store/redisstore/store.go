@@ -34,6 +34,8 @@ type keys struct {
 	violations   string // sorted set: violation keys
 	data         string // hash: violation key → value
 	index        string // sorted set: filter prefix + violation key
+	ruleCounts   string // sorted set: rule index prefix, scored by its violations stored
+	minutes      string // sorted set: minutes that have counts, scored by Unix seconds
 }
 
 func newKeys(prefix string) keys {
@@ -45,10 +47,19 @@ func newKeys(prefix string) keys {
 		violations:   prefix + "violations",
 		data:         prefix + "violations:data",
 		index:        prefix + "violations:index",
+		ruleCounts:   prefix + "violations:rules",
+		minutes:      prefix + "violations:minutes",
 	}
 }
 
 func (k keys) module(sha string) string { return k.prefix + "module:" + sha }
+
+// counts is the hash of one minute's counts (Unix seconds).
+func (k keys) counts(minute int64) string {
+	return k.prefix + "violations:counts:" + strconv.FormatInt(minute, 10)
+}
+
+func (k keys) tally(token string) string { return k.prefix + "tally:" + token }
 
 func (k keys) dedup(ruleID, traceID string) string {
 	return k.prefix + "dedup:" + ruleID + ":" + traceID

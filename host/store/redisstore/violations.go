@@ -144,8 +144,12 @@ func decodeCursor(s string) (string, error) {
 	return string(b[1:]), nil
 }
 
-// pending is a validated, encoded violation on its way to Redis.
-type pending struct{ key, val string }
+// pending is a validated, encoded violation on its way to Redis. minute
+// is its minute in Unix seconds until AppendViolations numbers it.
+type pending struct {
+	key, val string
+	minute   int64
+}
 
 func encodeViolation(v *violations.Violation) (pending, error) {
 	if err := v.CheckStorable(); err != nil {
@@ -156,8 +160,9 @@ func encodeViolation(v *violations.Violation) (pending, error) {
 		return pending{}, err
 	}
 	return pending{
-		key: violationKey(v.Timestamp.UnixNano(), v.ID),
-		val: encodeValue(indexPrefixes(v), body),
+		key:    violationKey(v.Timestamp.UnixNano(), v.ID),
+		val:    encodeValue(indexPrefixes(v), body),
+		minute: minuteOf(v.Timestamp),
 	}, nil
 }
 
@@ -217,20 +222,29 @@ func (s *Store) AppendViolations(ctx context.Context, vs []violations.Violation)
 		g.items = append(g.items, p)
 	}
 
-	keys := []string{s.k.violations, s.k.data, s.k.index}
+	keys := s.retentionKeys()
 	ttl := int64(0)
 	if s.cfg.dedup() {
 		ttl = max(1, s.cfg.DedupTTL.Milliseconds())
 	}
-	args := make([]any, 0, 5+2*len(groups)+2*len(vs))
-	args = append(args, ttl, s.cfg.MaxViolations, s.cutoffKey(), trimBudget, len(groups))
+	var mins minuteKeys
+	for _, g := range groups {
+		for i := range g.items {
+			g.items[i].minute = mins.add(g.items[i].minute)
+		}
+	}
+	args := make([]any, 0, 8+2*len(mins.list)+2*len(groups)+3*len(vs))
+	args = append(s.retentionArgs(args), ttl, len(groups), len(mins.list))
 	for _, g := range groups {
 		if s.cfg.dedup() {
 			keys = append(keys, s.k.dedup(g.ruleID, g.traceID))
 		}
+	}
+	keys, args = s.minuteArgs(keys, args, mins.list)
+	for _, g := range groups {
 		args = append(args, g.token, len(g.items))
 		for _, p := range g.items {
-			args = append(args, p.key, p.val)
+			args = append(args, p.key, p.val, p.minute)
 		}
 	}
 	res, err := scriptAppend.Run(c, s.rdb, keys, args...).Int64Slice()
@@ -255,8 +269,7 @@ func (s *Store) Trim(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		res, err := scriptTrim.Run(c, s.rdb, []string{s.k.violations, s.k.data, s.k.index},
-			s.cfg.MaxViolations, s.cutoffKey(), trimBudget).Int64Slice()
+		res, err := scriptTrim.Run(c, s.rdb, s.retentionKeys(), s.retentionArgs(nil)...).Int64Slice()
 		cancel()
 		if err != nil {
 			return s.fail(ctx, op, err)

@@ -169,7 +169,9 @@ func TestRetentionByCount(t *testing.T) {
 	now := time.Now().UTC()
 	var all []violations.Violation
 	for i := 0; i < 25; i++ {
-		all = append(all, viol(fmt.Sprintf("a%02d", i), now.Add(time.Duration(i)*time.Second), fmt.Sprintf("rule-%d", i%3), traceA))
+		// One rule: across rules the one holding the most gives way
+		// (storetest.RunRetention).
+		all = append(all, viol(fmt.Sprintf("a%02d", i), now.Add(time.Duration(i)*time.Second), "rule-0", traceA))
 	}
 	// Out of order, in batches of 3; never more than 10 stored.
 	order := rand.New(rand.NewPCG(3, 4)).Perm(len(all))
@@ -195,8 +197,8 @@ func TestRetentionByCount(t *testing.T) {
 	checkConsistent(t, srv, s, 10)
 	// The index lost the trimmed ones too.
 	p, err := s.QueryViolations(bg, violations.Query{RuleID: "rule-0"})
-	if err != nil || p.TotalCount != 4 {
-		t.Fatalf("rule-0 after trim: %d, %v; want 4 (a24, a21, a18, a15)", p.TotalCount, err)
+	if err != nil || p.TotalCount != 10 {
+		t.Fatalf("rule-0 after trim: %d, %v; want 10", p.TotalCount, err)
 	}
 }
 
