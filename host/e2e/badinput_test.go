@@ -185,6 +185,7 @@ func testBadInput(t *testing.T) {
 		{"bad memory pages", wasm("/v1/rules?id=junk&memory_pages=lots", payment), 400, []string{"memory_pages"}},
 		{"a bad rule id", wasm("/v1/rules?id=no%20spaces%21", payment), 400, []string{"rule id"}},
 		{"a 1 MiB tag", jsonReq(http.MethodPut, "/v1/rules/payment-fraud-check", `{"tags":["`+strings.Repeat("t", 1<<20)+`"]}`), 400, []string{"tag", "64"}},
+		{"a share above 1", jsonReq(http.MethodPut, "/v1/rules/payment-fraud-check", `{"share":1.5}`), 400, []string{"share"}},
 		{"an empty tag", jsonReq(http.MethodPut, "/v1/rules/payment-fraud-check", `{"tags":[""]}`), 400, []string{"tag"}},
 		{"a memory cap over the rule memory budget", wasm("/v1/rules?id=junk&memory_pages=16384", payment), 400, []string{"BETRACE_RULE_MEMORY_BUDGET"}},
 		{"a duplicate id", wasm("/v1/rules", payment), 409, []string{"payment-fraud-check"}},

@@ -22,6 +22,9 @@ type Rule struct {
 	Sandbox  *sandbox.Sandbox
 	Strikes  Striker
 	Stats    *Stats
+	// Share is the rule's own share of the workers (ShareConfig.Share);
+	// 0 means the pool's.
+	Share float64
 }
 
 // Striker counts a rule's faults and evaluations and decides when faults

@@ -112,7 +112,10 @@ func (s *Share) over(r *Rule, n int, now time.Time) bool {
 	if slot-s.waitedAt.Load() >= shareSlots {
 		return false
 	}
-	share := s.cfg.Share
+	share := r.Share
+	if share == 0 {
+		share = s.cfg.Share
+	}
 	if share == 0 {
 		share = 1 / float64(n)
 	}

@@ -149,3 +149,22 @@ func TestShareConfigValidate(t *testing.T) {
 		}
 	}
 }
+
+// TestShareOfItsOwn: a rule's own share wins over the pool's, so an
+// operator can let one expensive rule take more than an equal share.
+func TestShareOfItsOwn(t *testing.T) {
+	clock := newShiftedClock()
+	cheap, heavy := shareRules(t, clock.now)
+	share := NewShare(ShareConfig{Window: time.Second}, 1)
+	now := clock.now()
+	share.Waited(now)
+	heavy.Stats.busy.add(share.slot(now), 600*time.Millisecond) // more than half of one worker's second
+	rs := []*Rule{cheap, heavy}
+	if !share.over(heavy, len(rs), now) {
+		t.Fatal("600 ms of a 1 s window is over an equal share of two rules, yet the rule is not over")
+	}
+	heavy.Share = 0.9
+	if share.over(heavy, len(rs), now) {
+		t.Fatal("a rule with a share of 0.9 is over at 600 ms of a 1 s window")
+	}
+}

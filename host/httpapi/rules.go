@@ -52,8 +52,9 @@ type moduleJSON struct {
 }
 
 type limitsJSON struct {
-	Fuel        uint64 `json:"fuel"`
-	MemoryPages uint32 `json:"memoryPages"`
+	Fuel        uint64  `json:"fuel"`
+	MemoryPages uint32  `json:"memoryPages"`
+	Share       float64 `json:"share"` // 0: the service's (BETRACE_RULE_SHARE)
 }
 
 func toRuleJSON(v registry.View) ruleJSON {
@@ -68,7 +69,7 @@ func toRuleJSON(v registry.View) ruleJSON {
 	out := ruleJSON{
 		ID: rec.ID, Name: rec.Name, Description: rec.Description, Severity: rec.Severity, Tags: rec.Tags,
 		Enabled: rec.Enabled, State: v.State, StateReason: v.StateReason, Quarantine: rec.Quarantine, Expression: rec.Expression,
-		Module: moduleJSON(rec.Module), Limits: limitsJSON{Fuel: eff.Fuel, MemoryPages: eff.MemoryPages},
+		Module: moduleJSON(rec.Module), Limits: limitsJSON{Fuel: eff.Fuel, MemoryPages: eff.MemoryPages, Share: rec.Limits.Share},
 		Version: rec.Module.Version, CreatedAt: rec.CreatedAt, UpdatedAt: rec.UpdatedAt, Stats: v.Stats,
 		Versions: make([]moduleJSON, len(rec.Versions)),
 	}
@@ -223,12 +224,14 @@ type metadataJSON struct {
 	Enabled     *bool     `json:"enabled"`
 	Expression  *string   `json:"expression"`
 	Limits      *struct {
-		Fuel        *uint64 `json:"fuel"`
-		MemoryPages *uint32 `json:"memoryPages"`
+		Fuel        *uint64  `json:"fuel"`
+		MemoryPages *uint32  `json:"memoryPages"`
+		Share       *float64 `json:"share"`
 	} `json:"limits"`
-	Fuel         *uint64 `json:"fuel"`
-	MemoryPages  *uint32 `json:"memoryPages"`
-	MemoryPages2 *uint32 `json:"memory_pages"`
+	Share        *float64 `json:"share"`
+	Fuel         *uint64  `json:"fuel"`
+	MemoryPages  *uint32  `json:"memoryPages"`
+	MemoryPages2 *uint32  `json:"memory_pages"`
 
 	State       json.RawMessage `json:"state"`
 	StateReason json.RawMessage `json:"stateReason"`
@@ -246,7 +249,7 @@ func (m *metadataJSON) apply(spec *registry.Spec) {
 		spec.ID = *m.ID
 	}
 	spec.Name, spec.Description, spec.Severity, spec.Tags, spec.Enabled = m.Name, m.Description, m.Severity, m.Tags, m.Enabled
-	spec.Fuel, spec.MemoryPages = m.Fuel, m.MemoryPages
+	spec.Fuel, spec.MemoryPages, spec.Share = m.Fuel, m.MemoryPages, m.Share
 	if m.MemoryPages2 != nil {
 		spec.MemoryPages = m.MemoryPages2
 	}
@@ -256,6 +259,9 @@ func (m *metadataJSON) apply(spec *registry.Spec) {
 		}
 		if m.Limits.MemoryPages != nil {
 			spec.MemoryPages = m.Limits.MemoryPages
+		}
+		if m.Limits.Share != nil {
+			spec.Share = m.Limits.Share
 		}
 	}
 }

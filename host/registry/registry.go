@@ -177,7 +177,7 @@ func (r *Registry) swapSandbox(ctx context.Context, e *entry, sb *sandbox.Sandbo
 	e.module = module
 	old := e.rule
 	e.rule = &evaluation.Rule{ID: e.rec.ID, Name: e.rec.Name, Severity: string(e.rec.Severity), Version: e.rec.Module.Version,
-		Sandbox: sb, Strikes: e.strikes, Stats: e.stats}
+		Sandbox: sb, Strikes: e.strikes, Stats: e.stats, Share: e.rec.Limits.Share}
 	e.loadErr = ""
 	if old != nil && old.Sandbox != sb {
 		go old.Sandbox.Close(context.WithoutCancel(ctx)) // waits for calls in flight
@@ -292,6 +292,7 @@ type Spec struct {
 	Enabled     *bool
 	Fuel        *uint64
 	MemoryPages *uint32
+	Share       *float64
 	Expression  *string
 	// Module, when set, is installed as a new version.
 	Module []byte
@@ -411,6 +412,12 @@ func applySpec(rec *rules.Record, spec Spec) error {
 	if spec.MemoryPages != nil {
 		rec.Limits.MemoryPages = *spec.MemoryPages
 	}
+	if spec.Share != nil {
+		if *spec.Share < 0 || *spec.Share > 1 {
+			return fmt.Errorf("%w: share %v must be between 0 (the service's share) and 1", ErrInvalid, *spec.Share)
+		}
+		rec.Limits.Share = *spec.Share
+	}
 	if spec.Expression != nil {
 		rec.Expression = *spec.Expression
 	}
@@ -448,7 +455,7 @@ func (r *Registry) Update(ctx context.Context, spec Spec) (View, error) {
 		if err := applySpec(rec, spec); err != nil {
 			return nil, err
 		}
-		limitsChanged := spec.Fuel != nil || spec.MemoryPages != nil
+		limitsChanged := spec.Fuel != nil || spec.MemoryPages != nil || spec.Share != nil
 		if len(spec.Module) == 0 && !limitsChanged {
 			if rec.Enabled && !wasEnabled {
 				e.strikes.Clear()

@@ -61,6 +61,9 @@ type Module struct {
 type Limits struct {
 	Fuel        uint64 `json:"fuel"`
 	MemoryPages uint32 `json:"memoryPages"`
+	// Share is the rule's own share of the evaluation workers while
+	// traces wait (0 to 1); 0 leaves it to the service's BETRACE_RULE_SHARE.
+	Share float64 `json:"share,omitempty"`
 }
 
 // MaxVersions is how many module versions a rule keeps for rollback.
