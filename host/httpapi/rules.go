@@ -54,7 +54,7 @@ type moduleJSON struct {
 type limitsJSON struct {
 	Fuel        uint64  `json:"fuel"`
 	MemoryPages uint32  `json:"memoryPages"`
-	Share       float64 `json:"share"` // 0: the service's (BETRACE_RULE_SHARE)
+	Share       float64 `json:"share,omitempty"` // absent: the service's (BETRACE_RULE_SHARE)
 }
 
 func toRuleJSON(v registry.View) ruleJSON {
