@@ -67,6 +67,15 @@ func (b *busyTime) add(slot int64, d time.Duration) {
 	s.ns.Add(int64(d))
 }
 
+// at returns the time counted in slot.
+func (b *busyTime) at(slot int64) time.Duration {
+	s := &b.slots[slot%shareSlots]
+	if s.slot.Load() != slot {
+		return 0
+	}
+	return time.Duration(s.ns.Load())
+}
+
 func (b *busyTime) sum(slot int64) time.Duration {
 	var ns int64
 	for i := range b.slots {
@@ -119,8 +128,14 @@ func (s *Share) over(r *Rule, n int, now time.Time) bool {
 	if share == 0 {
 		share = 1 / float64(n)
 	}
-	allowed := time.Duration(share * float64(s.workers) * float64(s.cfg.Window))
-	return r.Stats.busy.sum(slot) > allowed
+	allowed := share * float64(s.workers) * float64(s.cfg.Window)
+	// Within the window, no slot may take more than twice its part: a rule
+	// that spent its whole share at once would hold every worker for that
+	// long, which is the stall the share exists to prevent.
+	if float64(r.Stats.busy.at(slot)) > 2*allowed/shareSlots {
+		return true
+	}
+	return float64(r.Stats.busy.sum(slot)) > allowed
 }
 
 // spent counts d of worker time against r.

@@ -158,7 +158,9 @@ func TestShareOfItsOwn(t *testing.T) {
 	share := NewShare(ShareConfig{Window: time.Second}, 1)
 	now := clock.now()
 	share.Waited(now)
-	heavy.Stats.busy.add(share.slot(now), 600*time.Millisecond) // more than half of one worker's second
+	for i := range int64(shareSlots) { // more than half of one worker's second, spread over it
+		heavy.Stats.busy.add(share.slot(now)-i, 60*time.Millisecond)
+	}
 	rs := []*Rule{cheap, heavy}
 	if !share.over(heavy, len(rs), now) {
 		t.Fatal("600 ms of a 1 s window is over an equal share of two rules, yet the rule is not over")
@@ -166,5 +168,15 @@ func TestShareOfItsOwn(t *testing.T) {
 	heavy.Share = 0.9
 	if share.over(heavy, len(rs), now) {
 		t.Fatal("a rule with a share of 0.9 is over at 600 ms of a 1 s window")
+	}
+
+	// Nor may a rule spend its share at once: within the window, a slot
+	// takes at most twice its part (here 2 × 0.5 × 100 ms).
+	heavy.Share = 0
+	later := now.Add(10 * time.Second)
+	share.Waited(later)
+	cheap.Stats.busy.add(share.slot(later), 150*time.Millisecond)
+	if !share.over(cheap, len(rs), later) {
+		t.Fatal("150 ms in one 100 ms slot is within a share of half the worker")
 	}
 }
