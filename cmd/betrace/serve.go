@@ -62,6 +62,10 @@ func options() []option {
 			c.APIToken = v
 			return nil
 		}},
+		{"trace-url-template", "BETRACE_TRACE_URL_TEMPLATE", "", "link from the console's violations to a tracing backend, {traceId} and {spanId} replaced (e.g. http://jaeger:16686/trace/{traceId}; empty: no link)", false, func(c *service.Config, v string) error {
+			c.TraceURLTemplate = v
+			return nil
+		}},
 		{"ingest-token", "BETRACE_INGEST_TOKEN", "", "bearer token required for ingest (empty: open)", true, func(c *service.Config, v string) error {
 			c.Ingest.Token = v
 			return nil

@@ -18,6 +18,7 @@ const (
 	codeNotFound           = 5
 	codeAlreadyExists      = 6
 	codeResourceExhausted  = 8
+	codePermissionDenied   = 7
 	codeUnimplemented      = 12
 	codeInternal           = 13
 	codeUnavailable        = 14

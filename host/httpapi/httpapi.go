@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"net/http"
 	"strconv"
@@ -11,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/betracehq/betrace/host/console"
 	"github.com/betracehq/betrace/host/health"
 	"github.com/betracehq/betrace/host/internal/bearer"
 	"github.com/betracehq/betrace/host/registry"
@@ -39,7 +41,10 @@ type Deps struct {
 	Gatherer   prometheus.Gatherer
 	// Ingest maps paths (e.g. /v1/traces) to ingest handlers, which do
 	// their own authentication.
-	Ingest  map[string]http.Handler
+	Ingest map[string]http.Handler
+	// Console, when set, is served at /ui/ and its sessions are accepted
+	// in place of the bearer token.
+	Console *console.Console
 	Version string
 	Started time.Time
 	Now     func() time.Time
@@ -79,6 +84,9 @@ func New(cfg Config, deps Deps, logger *slog.Logger, reg prometheus.Registerer) 
 	for path, h := range deps.Ingest {
 		r.Handle(path, h)
 	}
+	if deps.Console != nil {
+		r.PathPrefix("/ui").Handler(deps.Console.Handler()).Methods(http.MethodGet, http.MethodHead, http.MethodPost)
+	}
 
 	// The /v1 routes sit on the root router, each wrapped in authentication,
 	// rather than on a subrouter: a gorilla/mux subrouter answers 404 instead
@@ -101,16 +109,36 @@ func New(cfg Config, deps Deps, logger *slog.Logger, reg prometheus.Registerer) 
 	return r
 }
 
-// authenticate requires the API token when one is configured. A token
+// authenticate refuses a state change sent by a browser from another
+// origin (a page elsewhere posting a form to an open API), then requires
+// the API token, or a console session, when a token is configured. A token
 // that bearer.Parse refuses accepts nothing: the service refuses it at
 // start-up, so this only guards a caller that skipped validation.
 func (a *api) authenticate(next http.Handler) http.Handler {
+	sameOrigin := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet && r.Method != http.MethodHead && console.CrossOrigin(r) {
+			writeErrorBody(w, &apiError{status: http.StatusForbidden, code: codePermissionDenied,
+				message: "cross-origin request refused: " + r.Method + " " + r.URL.Path + " was sent by a page of " + r.Header.Get("Origin") + "; use the console on this server, or a client that sends no Origin"})
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
 	if a.cfg.APIToken == "" {
-		return next
+		return sameOrigin
 	}
 	want, _ := bearer.Parse("BETRACE_API_TOKEN", a.cfg.APIToken)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		got := r.Header.Get("Authorization")
+		if got == "" && a.deps.Console != nil {
+			switch err := a.deps.Console.Authorize(r); {
+			case err == nil:
+				sameOrigin.ServeHTTP(w, r)
+				return
+			case errors.Is(err, console.ErrForgery):
+				writeErrorBody(w, &apiError{status: http.StatusForbidden, code: codePermissionDenied, message: err.Error()})
+				return
+			}
+		}
 		if !want.Match(got) {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="betrace"`)
 			msg := "missing bearer token: send Authorization: Bearer <BETRACE_API_TOKEN>"
@@ -120,7 +148,7 @@ func (a *api) authenticate(next http.Handler) http.Handler {
 			writeErrorBody(w, &apiError{status: http.StatusUnauthorized, code: codeUnauthenticated, message: msg})
 			return
 		}
-		next.ServeHTTP(w, r)
+		sameOrigin.ServeHTTP(w, r)
 	})
 }
 

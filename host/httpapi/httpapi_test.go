@@ -12,6 +12,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/betracehq/betrace/host/console"
 	"github.com/betracehq/betrace/host/store"
 )
 
@@ -37,6 +38,64 @@ func TestAuthenticate(t *testing.T) {
 			req := httptest.NewRequest(http.MethodGet, "/v1/rules", nil)
 			if c.header != "" {
 				req.Header.Set("Authorization", c.header)
+			}
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, req)
+			if rec.Code != c.want {
+				t.Fatalf("status %d, want %d: %s", rec.Code, c.want, rec.Body)
+			}
+		})
+	}
+}
+
+// TestAuthenticateConsole: a console session stands in for the token, a
+// state change needs the session's anti-forgery token, and a browser page
+// of another origin changes nothing even on an open API.
+func TestAuthenticateConsole(t *testing.T) {
+	ok := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusNoContent) })
+	ui, err := console.New(console.Config{APIToken: "s3cret"}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := httptest.NewRecorder()
+	ui.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodPost, "/ui/login", strings.NewReader(`{"token":"s3cret"}`)))
+	var session struct{ CSRF string }
+	if err := json.Unmarshal(rec.Body.Bytes(), &session); err != nil || len(rec.Result().Cookies()) != 1 {
+		t.Fatalf("login: %d %s", rec.Code, rec.Body)
+	}
+	cookie := rec.Result().Cookies()[0]
+
+	cases := []struct {
+		name, token, method, origin, auth string
+		cookie, csrf                      bool
+		want                              int
+	}{
+		{"session reads", "s3cret", http.MethodGet, "", "", true, false, http.StatusNoContent},
+		{"session changes with its token", "s3cret", http.MethodPost, "http://example.com", "", true, true, http.StatusNoContent},
+		{"session changes without its token: forged", "s3cret", http.MethodPost, "", "", true, false, http.StatusForbidden},
+		{"session from another origin", "s3cret", http.MethodPost, "http://evil.example", "", true, true, http.StatusForbidden},
+		{"no session, no token", "s3cret", http.MethodPost, "", "", false, false, http.StatusUnauthorized},
+		{"bearer token still works", "s3cret", http.MethodPost, "", "Bearer s3cret", false, false, http.StatusNoContent},
+		{"open API, curl", "", http.MethodPost, "", "", false, false, http.StatusNoContent},
+		{"open API, same-origin page", "", http.MethodDelete, "http://example.com", "", false, false, http.StatusNoContent},
+		{"open API, page of another origin", "", http.MethodPost, "http://evil.example", "", false, false, http.StatusForbidden},
+		{"open API, another origin may read", "", http.MethodGet, "http://evil.example", "", false, false, http.StatusNoContent},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			h := (&api{cfg: Config{APIToken: c.token}, deps: Deps{Console: ui}}).authenticate(ok)
+			req := httptest.NewRequest(c.method, "http://example.com/v1/rules/x/disable", nil)
+			if c.origin != "" {
+				req.Header.Set("Origin", c.origin)
+			}
+			if c.auth != "" {
+				req.Header.Set("Authorization", c.auth)
+			}
+			if c.cookie {
+				req.AddCookie(cookie)
+			}
+			if c.csrf {
+				req.Header.Set(console.CSRFHeader, session.CSRF)
 			}
 			rec := httptest.NewRecorder()
 			h.ServeHTTP(rec, req)

@@ -24,6 +24,7 @@ import (
 
 	"github.com/betracehq/betrace/api/abiv1"
 	"github.com/betracehq/betrace/host/cluster"
+	"github.com/betracehq/betrace/host/console"
 	"github.com/betracehq/betrace/host/evaluation"
 	"github.com/betracehq/betrace/host/export"
 	"github.com/betracehq/betrace/host/health"
@@ -49,6 +50,9 @@ type Config struct {
 	DataDir string
 	// APIToken guards /v1/rules… and /v1/violations; empty leaves them open.
 	APIToken string
+	// TraceURLTemplate links the console's violations to a tracing
+	// backend: "{traceId}" and "{spanId}" are replaced. Empty: no link.
+	TraceURLTemplate string
 	// DebugAddr, when set, is where main serves Go's profiler
 	// (/debug/pprof/). Default empty: off. Bind it to localhost.
 	DebugAddr string
@@ -131,6 +135,9 @@ func (c Config) Validate() error {
 		if _, err := bearer.Parse("BETRACE_API_TOKEN", c.APIToken); err != nil {
 			errs = append(errs, err)
 		}
+	}
+	if _, err := console.New(console.Config{TraceURLTemplate: c.TraceURLTemplate}, slog.New(slog.DiscardHandler)); err != nil {
+		errs = append(errs, err)
 	}
 	add("traces", c.Traces.Validate())
 	add("ingest", c.Ingest.Validate())
@@ -266,10 +273,16 @@ func New(cfg Config, logger *slog.Logger) (*Service, error) {
 	// recorder's buffer is nearly full: ingest refuses traces then too.
 	hr.Register("recorder", s.recorder.Check)
 	started := now()
+	ui, err := console.New(console.Config{APIToken: cfg.APIToken, TraceURLTemplate: cfg.TraceURLTemplate, Now: now}, logger.With("component", "console"))
+	if err != nil {
+		s.closeStorage()
+		return nil, err
+	}
 	s.http = &http.Server{
 		Handler: httpapi.New(httpapi.Config{APIToken: cfg.APIToken}, httpapi.Deps{
 			Rules: s.rules, Violations: st, Health: hr, Gatherer: reg,
 			Ingest:  handlers,
+			Console: ui,
 			Version: cfg.Version, Started: started, Now: now,
 		}, logger.With("component", "httpapi"), reg),
 		ReadHeaderTimeout: 10 * time.Second,
