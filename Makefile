@@ -33,11 +33,11 @@ vet: ## go vet and gofmt
 	  if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
 
 # Tools the tests run for real: redis-server (started per test on free
-# ports) and jq (runbook commands). Installed with apt-get when missing and
-# possible, otherwise named.
-TEST_TOOLS := redis-server jq
+# ports), jq (runbook commands) and chromium (console tests). Installed with
+# apt-get when missing and possible, otherwise named.
+TEST_TOOLS := redis-server jq chromium
 
-test-deps: ## install what the tests need (redis-server, jq) when missing
+test-deps: ## install what the tests need (redis-server, jq, chromium) when missing
 	@missing=""; for c in $(TEST_TOOLS); do command -v $$c >/dev/null 2>&1 || missing="$$missing $$c"; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
