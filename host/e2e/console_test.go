@@ -160,6 +160,26 @@ func TestConsoleRunbook(t *testing.T) {
 		return len(vs) > 0, fmt.Sprint(len(vs), " violations")
 	})
 
+	// Evidence is stored once per trace and listed only when asked for.
+	for _, v := range s.traceViolations(t, traceID) {
+		if _, ok := v["evidence"]; ok {
+			t.Fatal("GET /v1/violations lists evidence without evidence=true")
+		}
+	}
+	withEvidence := objects(t, s.get(t, "/v1/violations?evidence=true&trace_id="+traceID)["violations"])
+	held := 0
+	for _, v := range withEvidence {
+		if ev, ok := v["evidence"].(map[string]any); ok {
+			held++
+			if n := len(ev["spans"].([]any)); n != spanCount(td) || ev["truncated"] != false {
+				t.Fatalf("evidence holds %d spans (truncated %v), the trace has %d", n, ev["truncated"], spanCount(td))
+			}
+		}
+	}
+	if held != 1 {
+		t.Fatalf("%d of the trace's %d violations hold evidence, want exactly 1", held, len(withEvidence))
+	}
+
 	b.run("open the overview", chromedp.Navigate(s.base+"/ui/"), chromedp.WaitVisible(chromedp.CSS("#readiness")))
 	if got := b.text("#readiness"); got != "READY" {
 		t.Fatalf("overview readiness %q", got)
@@ -228,6 +248,12 @@ func TestConsoleRunbook(t *testing.T) {
 	b.run("open the violation", chromedp.Click(chromedp.CSS("#violations tbody tr a")), chromedp.WaitVisible(chromedp.CSS("#message")))
 	if got := b.text("#violation"); !strings.Contains(got, "payment") || !strings.Contains(got, "fraud") {
 		t.Fatalf("violation page: %q", got)
+	}
+	// Its evidence: the trace's span tree, the offending span highlighted.
+	shown := s.violations(t, url.Values{"rule_id": {"payment-fraud-check"}})[0]
+	b.waitText(fmt.Sprintf(`#evidence .span.offending[data-span=%q]`, str(shown, "spanId")), str(obj(shown, "metadata"), "span_name"))
+	if n, _ := chromedp.Run(b.ctx, chromedp.Evaluate[int](`document.querySelectorAll("#evidence .span").length`)); n != spanCount(td) {
+		t.Fatalf("evidence shows %d spans, the trace has %d", n, spanCount(td))
 	}
 	b.shots("violation")
 }

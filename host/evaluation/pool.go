@@ -155,6 +155,8 @@ func (p *Pool) evaluate(ctx context.Context, ev *Evaluator, j Job, found []viola
 	if len(rs) == 0 || len(j.Spans) == 0 {
 		return found
 	}
+	first := len(found)
+	var offending []int // span indexes; only traces that violate allocate
 	ev.Evaluate(ctx, j.Spans, j.Flags, rs, func(v Verdict) {
 		m := p.metrics.forRule(v.Rule.ID)
 		if v.Skipped != "" {
@@ -179,7 +181,9 @@ func (p *Pool) evaluate(ctx context.Context, ev *Evaluator, j Job, found []viola
 		p.metrics.violations.WithLabelValues(v.Rule.ID, v.Rule.Severity).Add(float64(len(v.Violations)))
 		now := p.deps.Now().UTC()
 		for _, viol := range v.Violations {
-			s := &j.Spans[ev.SpanAt(viol.SpanIndex)]
+			at := ev.SpanAt(viol.SpanIndex)
+			offending = append(offending, at)
+			s := &j.Spans[at]
 			attrs := make(map[string]string, len(viol.Attrs))
 			for _, kv := range viol.Attrs {
 				attrs[kv.Key] = kv.Value
@@ -195,6 +199,9 @@ func (p *Pool) evaluate(ctx context.Context, ev *Evaluator, j Job, found []viola
 	})
 	if n := ev.BrokenLinks(); n > 0 {
 		p.metrics.brokenLinks.Add(float64(n))
+	}
+	if len(found) > first {
+		found[first].Evidence = evidence(j.Spans, offending)
 	}
 	return found
 }

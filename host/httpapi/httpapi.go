@@ -3,6 +3,7 @@ package httpapi
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"strconv"
@@ -247,9 +248,19 @@ func (a *api) listViolations(w http.ResponseWriter, r *http.Request) {
 		a.writeError(w, r, err)
 		return
 	}
+	withEvidence := false
+	if s := r.URL.Query().Get("evidence"); s != "" {
+		if withEvidence, err = strconv.ParseBool(s); err != nil {
+			a.writeError(w, r, badRequest(fmt.Sprintf("evidence %q: want true or false", s)))
+			return
+		}
+	}
 	out := make([]violationJSON, len(page.Violations))
 	for i, v := range page.Violations {
 		out[i] = toViolationJSON(v)
+		if !withEvidence {
+			out[i].Evidence = nil
+		}
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"violations": out, "totalCount": page.TotalCount, "nextCursor": page.NextCursor})
 }

@@ -32,6 +32,9 @@ type violationJSON struct {
 	Metadata    map[string]string `json:"metadata"`
 	Trigger     string            `json:"trigger"`
 	Timestamp   time.Time         `json:"timestamp"`
+	// Evidence is listed only when asked for (evidence=true): a page of
+	// violations stays small, a violation's page shows its trace.
+	Evidence *violations.Evidence `json:"evidence,omitempty"`
 }
 
 func toViolationJSON(v violations.Violation) violationJSON {

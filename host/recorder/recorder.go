@@ -181,6 +181,10 @@ func (r *Recorder) Record(_ context.Context, completed time.Time, vs []violation
 			r.wake()
 			return nil
 		}
+		// The trace's evidence stays with whichever violation is kept.
+		if ev := vs[0].Evidence; ev != nil && e.vs[0].Evidence == nil {
+			e.vs[0].Evidence = ev
+		}
 	}
 	e.bytes = sizeOf(e.vs)
 	if r.held+e.bytes > r.cfg.MaxBytes {
@@ -608,6 +612,7 @@ func sizeOf(vs []violations.Violation) int64 {
 		for k, s := range v.Metadata {
 			n += perEntry + int64(len(k)+len(s))
 		}
+		n += int64(v.Evidence.Bytes())
 	}
 	return n
 }

@@ -24,6 +24,9 @@ type Violation struct {
 	// Trigger says what completed the trace: root, idle, max_age, span_cap, shutdown.
 	Trigger   string    `json:"trigger"`
 	Timestamp time.Time `json:"timestamp"`
+	// Evidence is the trace as it was, on the first kept violation of each
+	// trace; nil on the others (they share it) and on older records.
+	Evidence *Evidence `json:"evidence,omitempty"`
 }
 
 // Query selects violations. Zero fields do not filter.

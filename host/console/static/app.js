@@ -448,7 +448,7 @@ async function violationsPage(params) {
 
 async function violationPage(id, params) {
   const traceId = params.get("trace_id") || "";
-  const data = await api("GET", "/v1/violations?limit=1000&trace_id=" + enc(traceId));
+  const data = await api("GET", "/v1/violations?limit=1000&evidence=true&trace_id=" + enc(traceId));
   const v = (data.violations || []).find((x) => x.id === id);
   if (!v) { page("Violation not found", h("p", {}, "No violation " + id + " on trace " + traceId + ": it may have been trimmed by retention.")); return; }
   const kv = (o) => Object.entries(o || {}).flatMap(([k, val]) => [h("dt", {}, k), h("dd", {}, val)]);
@@ -464,7 +464,9 @@ async function violationPage(id, params) {
       h("dt", {}, "Completed by"), h("dd", {}, v.trigger),
       ...kv(v.attributes)),
   ];
-  if (v.evidence) children.push(h("h2", {}, "Trace at the time of the violation"), evidenceTree(v.evidence, v.spanId));
+  const ev = v.evidence || ((data.violations || []).find((x) => x.evidence) || {}).evidence;
+  if (ev) children.push(h("h2", {}, "The trace when it was evaluated"), h("p", { class: "muted" }, "The offending span is highlighted; the message above says which clause failed."), evidenceTree(ev, v.spanId));
+  else children.push(h("p", { class: "muted" }, "No snapshot of this trace was stored (a violation recorded before evidence was kept)."));
   if (others.length) children.push(h("h2", {}, "Other violations of this trace"), h("ul", {}, others.map((o) => h("li", {}, h("a", { href: `#/violations/${enc(o.id)}?trace_id=${enc(o.traceId)}` }, o.ruleId), ": " + o.message))));
   page("Violation of " + v.ruleId, ...children);
 }

@@ -439,6 +439,11 @@ func pageAll(t *testing.T, s store.Store, q violations.Query, between func()) []
 func testViolationRoundTrip(t *testing.T, s store.Store) {
 	at := base().Add(123456789 * time.Nanosecond)
 	v := Violation("only", at, "r", "HIGH", suiteTraces[0])
+	// With its trace's evidence, which both stores keep with it.
+	v.Evidence = &violations.Evidence{SpanCount: 3, Truncated: true, Spans: []violations.EvidenceSpan{
+		{SpanID: "00f067aa0ba902b7", Name: "checkout", Service: "shop", StartUnixNano: 1, DurationNanos: 5_000_000, Status: "ok"},
+		{SpanID: "00f067aa0ba902b8", ParentSpanID: "00f067aa0ba902b7", Name: "payment.charge", StartUnixNano: 2, Attributes: map[string]string{"amount": "1200"}, Status: "error"},
+	}}
 	if err := s.AppendViolations(ctx, []violations.Violation{v}); err != nil {
 		t.Fatal(err)
 	}
