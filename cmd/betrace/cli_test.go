@@ -391,12 +391,12 @@ func TestPush(t *testing.T) {
 		}
 	})
 
-	// Several files: the bad one fails with the server's message, the others are still pushed.
+	// Several files: the bad one fails (it is no module: refused before it is sent, with the way out), the others are still pushed.
 	out, stderr, code := runCLI(t, f.env(), "rules", "push", good1, bad, good2, "--severity", "high", "--tags", "a,b", "--disabled", "--fuel", "5000", "--memory-pages", "64")
 	if code != 1 {
 		t.Errorf("push with a bad file: exit %d, want 1", code)
 	}
-	if !strings.Contains(stderr, "betrace: "+bad+": module refused: not a WebAssembly module") || !strings.Contains(stderr, "1 of 3 files failed") {
+	if !strings.Contains(stderr, "betrace: "+bad+": not a WebAssembly module") || !strings.Contains(stderr, "betrace compile FILE.btr") || !strings.Contains(stderr, "1 of 3 files failed") {
 		t.Errorf("stderr: %s", stderr)
 	}
 	if !strings.Contains(stderr, "[2/3] pushing "+bad) || strings.Contains(stderr, "\r") {
@@ -406,8 +406,8 @@ func TestPush(t *testing.T) {
 		t.Errorf("stdout: %s", out)
 	}
 	reqs := f.requests()
-	if len(reqs) != 3 {
-		t.Fatalf("%d requests, want 3", len(reqs))
+	if len(reqs) != 2 {
+		t.Fatalf("%d requests, want 2 (the file that is no module is not sent)", len(reqs))
 	}
 	q, _ := url.ParseQuery(reqs[0].Query)
 	if reqs[0].ContentType != "application/wasm" || q.Get("severity") != "high" || q.Get("tags") != "a,b" || q.Get("enabled") != "false" ||

@@ -59,7 +59,7 @@ type apiError struct {
 }
 
 func (e *apiError) Error() string {
-	if len(e.Details) == 0 {
+	if len(e.Details) == 0 || (len(e.Details) == 1 && strings.HasSuffix(e.Message, e.Details[0])) {
 		return e.Message
 	}
 	return e.Message + "\n  " + strings.Join(e.Details, "\n  ")
@@ -194,6 +194,7 @@ type ruleJSON struct {
 	Enabled     bool            `json:"enabled"`
 	State       string          `json:"state"`
 	StateReason string          `json:"stateReason"`
+	Expression  *string         `json:"expression"`
 	Quarantine  *quarantineJSON `json:"quarantine"`
 	Module      moduleJSON      `json:"module"`
 	Versions    []moduleJSON    `json:"versions"`

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/betracehq/betrace/host/dsl"
@@ -17,8 +18,8 @@ func compile(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("compile", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	expr := fs.String("e", "", "the rule as an expression instead of a file")
-	out := fs.String("o", "", "output module (default: the input name with .wasm, or stdout with -e)")
-	id := fs.String("id", "", "rule id the module reports")
+	out := fs.String("o", "", "output module (default: the input name with .wasm; with -e give it, or - for stdout)")
+	id := fs.String("id", "", "rule id the module reports (default: the file name without .btr; required with -e)")
 	name := fs.String("name", "", "rule name the module reports")
 	severity := fs.String("severity", "", "CRITICAL, HIGH, MEDIUM, LOW or INFO")
 	description := fs.String("description", "", "rule description the module reports")
@@ -26,7 +27,8 @@ func compile(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprint(stderr, "usage: betrace compile [flags] RULE.btr\n       betrace compile -e 'when { … } always { … }' [flags]\n\n")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
+	pos, err := parseArgs(fs, args) // flags may follow the file, as in `rules push`
+	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
 		}
@@ -34,17 +36,31 @@ func compile(args []string, stdout, stderr io.Writer) int {
 	}
 	src := *expr
 	switch {
-	case src == "" && fs.NArg() == 1:
-		b, err := os.ReadFile(fs.Arg(0))
+	case src == "" && len(pos) == 1:
+		b, err := os.ReadFile(pos[0])
 		if err != nil {
 			fmt.Fprintln(stderr, "betrace compile:", err)
 			return 1
 		}
 		src = string(b)
 		if *out == "" {
-			*out = strings.TrimSuffix(fs.Arg(0), ".btr") + ".wasm"
+			*out = strings.TrimSuffix(pos[0], ".btr") + ".wasm"
 		}
-	case src != "" && fs.NArg() == 0:
+		if *id == "" {
+			*id = strings.TrimSuffix(filepath.Base(pos[0]), ".btr")
+		}
+	case src != "" && len(pos) == 0:
+		if *id == "" {
+			fmt.Fprintln(stderr, "betrace compile: give the rule an id with --id: a module without one is refused at upload")
+			return 2
+		}
+		if *out == "" {
+			if isTerminal(stdout) {
+				fmt.Fprintln(stderr, "betrace compile: not writing a binary module to the terminal: give -o FILE.wasm (or -o - to write it to stdout anyway)")
+				return 2
+			}
+			*out = "-"
+		}
 	default:
 		fs.Usage()
 		return 2

@@ -1,7 +1,10 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -11,6 +14,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -20,7 +24,7 @@ func rulesCommands() []command {
 	return []command{
 		{path: "rules list", about: "list the rules, ordered by id", maxArgs: 0, setup: rulesList},
 		{path: "rules get", args: "ID", about: "show one rule: state, module versions, limits and statistics", minArgs: 1, maxArgs: 1, setup: rulesGet},
-		{path: "rules push", args: "FILE.wasm...", about: "upload compiled rule modules as new rules (--update: as new versions of existing ones)", minArgs: 1, maxArgs: -1, setup: rulesPush},
+		{path: "rules push", args: "FILE.wasm... | RULE.btr | RULES.yaml", about: "create rules from compiled modules, a DSL rule file (.btr, compiled by the server; its id is the file name unless --id) or a rules file (.yaml: a `rules:` list of id, name, severity, condition); --update installs new versions of existing ones", minArgs: 1, maxArgs: -1, setup: rulesPush},
 		{path: "rules update", args: "ID", about: "change a rule's fields, or install a new module version with --module", minArgs: 1, maxArgs: 1, setup: rulesUpdate},
 		{path: "rules enable", args: "ID", about: "enable a rule; this also clears a quarantine", minArgs: 1, maxArgs: 1, setup: rulesSetEnabled(true)},
 		{path: "rules disable", args: "ID", about: "disable a rule", minArgs: 1, maxArgs: 1, setup: rulesSetEnabled(false)},
@@ -136,6 +140,9 @@ func writeRuleDetail(w io.Writer, r ruleJSON) error {
 	line("Enabled", strconv.FormatBool(r.Enabled))
 	line("Severity", r.Severity)
 	line("Tags", strings.Join(r.Tags, ", "))
+	if r.Expression != nil {
+		line("Expression", strings.Join(strings.Fields(*r.Expression), " "))
+	}
 	m := r.Module
 	line("Version", fmt.Sprintf("%d (sha256 %s, %s, ABI %d, %s, %s)", r.Version, shortSHA(m.SHA256), formatBytes(m.SizeBytes), m.ABIVersion, m.Source, formatTime(m.CreatedAt)))
 	line("Limits", fmt.Sprintf("fuel %d per evaluation, %d memory pages (%s)", r.Limits.Fuel, r.Limits.MemoryPages, formatBytes(int64(r.Limits.MemoryPages)*64<<10)))
@@ -190,7 +197,7 @@ func rulesPush(fs *flag.FlagSet) func(context.Context, *app, []string) error {
 // pushResult is one file's outcome in `rules push --json` of several files.
 type pushResult struct {
 	File   string    `json:"file"`
-	Action string    `json:"action"` // created, updated or failed
+	Action string    `json:"action"` // created, updated, unchanged or failed
 	Rule   rawJSON   `json:"rule,omitempty"`
 	Error  *apiError `json:"error,omitempty"`
 }
@@ -233,6 +240,9 @@ func (a *app) push(ctx context.Context, o pushOptions, set map[string]bool, file
 	if len(files) == 1 && isRulesFile(files[0]) {
 		return a.pushRulesFile(ctx, files[0], o.update)
 	}
+	if len(files) == 1 && strings.HasSuffix(files[0], ".btr") {
+		return a.pushDSL(ctx, files[0], o, set)
+	}
 	var prog *progress
 	if len(files) > 1 {
 		prog = &progress{w: a.stderr, tty: a.stderrTTY, total: len(files)}
@@ -261,6 +271,9 @@ func (a *app) push(ctx context.Context, o pushOptions, set map[string]bool, file
 		results = append(results, pushResult{File: file, Action: action, Rule: raw})
 		if !a.g.json {
 			fmt.Fprintf(a.stdout, "%s %s (%s)\n", action, ruleSummary(rule), file)
+			if action == "unchanged" {
+				fmt.Fprintf(a.stdout, "  version %d already runs this module (sha256 %s): no new version\n", rule.Version, shortSHA(rule.Module.SHA256))
+			}
 		}
 	}
 	prog.finish()
@@ -321,8 +334,70 @@ func (a *app) pushRulesFile(ctx context.Context, file string, update bool) error
 	return nil
 }
 
+// pushDSL creates a rule from a DSL file, compiled by the server; with
+// update an existing rule gets the expression as its next version.
+func (a *app) pushDSL(ctx context.Context, file string, o pushOptions, set map[string]bool) error {
+	src, err := os.ReadFile(file)
+	if err != nil {
+		return fmt.Errorf("%s: cannot read it: %w", file, err)
+	}
+	id := strings.TrimSuffix(filepath.Base(file), ".btr")
+	if set["id"] {
+		id = o.id
+	}
+	if err := ruleID(id); err != nil {
+		return usageErrorf("%s: %v (name the file after the rule, or give --id)", file, err)
+	}
+	body := map[string]any{"id": id, "expression": string(src)}
+	for _, f := range []struct{ key, value string }{{"name", o.name}, {"severity", o.severity}, {"description", o.description}} {
+		if set[f.key] {
+			body[f.key] = f.value
+		}
+	}
+	if set["tags"] {
+		body["tags"] = splitTags(o.tags)
+	}
+	if o.disabled {
+		body["enabled"] = false
+	}
+	if set["fuel"] || set["memory-pages"] {
+		lim := map[string]any{}
+		if set["fuel"] {
+			lim["fuel"] = o.fuel
+		}
+		if set["memory-pages"] {
+			lim["memoryPages"] = o.memoryPages
+		}
+		body["limits"] = lim
+	}
+	b, _ := json.Marshal(body)
+	var rule ruleJSON
+	action := "created"
+	raw, err := a.c.callJSON(ctx, request{Method: http.MethodPost, Path: "/v1/rules", Body: b, ContentType: "application/json"}, &rule)
+	var ae *apiError
+	if errors.As(err, &ae) && ae.Status == http.StatusConflict && ae.Code == 6 {
+		if !o.update {
+			hint := *ae
+			hint.Message += " (--update installs the expression as the rule's new version)"
+			return fmt.Errorf("%s: %w", file, &hint)
+		}
+		delete(body, "id")
+		b, _ = json.Marshal(body)
+		action = "updated"
+		raw, err = a.c.callJSON(ctx, request{Method: http.MethodPut, Path: rulePath(id), Body: b, ContentType: "application/json"}, &rule)
+	}
+	if err != nil {
+		return fmt.Errorf("%s: %w", file, err)
+	}
+	if a.g.json {
+		return a.printJSON(raw)
+	}
+	fmt.Fprintf(a.stdout, "%s %s\n", action, ruleSummary(rule))
+	return nil
+}
+
 // pushOne uploads one module: POST, and with update a PUT of the same
-// module when the rule exists.
+// module when the rule exists, unless it already runs that very module.
 func (a *app) pushOne(ctx context.Context, file string, q url.Values, update bool) (action string, rule ruleJSON, raw []byte, err error) {
 	module, err := os.ReadFile(file)
 	var pe *fs.PathError
@@ -334,6 +409,9 @@ func (a *app) pushOne(ctx context.Context, file string, q url.Values, update boo
 	}
 	if len(module) == 0 {
 		return "", rule, nil, errors.New("the file is empty")
+	}
+	if !bytes.HasPrefix(module, []byte("\x00asm")) {
+		return "", rule, nil, errors.New("not a WebAssembly module (it does not start with \\0asm): compile a DSL rule with `betrace compile FILE.btr`, or push the .btr file itself")
 	}
 	raw, err = a.c.callJSON(ctx, request{Method: http.MethodPost, Path: "/v1/rules", Query: q, Body: module, ContentType: "application/wasm"}, &rule)
 	if err == nil {
@@ -351,6 +429,12 @@ func (a *app) pushOne(ctx context.Context, file string, q url.Values, update boo
 		hint := *ae
 		hint.Message += " (--update installs the module as the rule's new version)"
 		return "", rule, nil, &hint
+	}
+	// The same module again is no new version: it would only push real
+	// versions out of the rollback history.
+	var current ruleJSON
+	if raw, err := a.c.callJSON(ctx, request{Method: http.MethodGet, Path: rulePath(id)}, &current); err == nil && current.Module.SHA256 == sha256Hex(module) && onlyID(q) {
+		return "unchanged", current, raw, nil
 	}
 	put := url.Values{}
 	for k, v := range q {
@@ -549,4 +633,20 @@ func rulesDelete(fs *flag.FlagSet) func(context.Context, *app, []string) error {
 		fmt.Fprintf(a.stdout, "deleted %s\n", id)
 		return nil
 	}
+}
+
+// onlyID reports whether q sets nothing but the rule id: an update with
+// other fields still has those to apply.
+func onlyID(q url.Values) bool {
+	for k := range q {
+		if k != "id" {
+			return false
+		}
+	}
+	return true
+}
+
+func sha256Hex(b []byte) string {
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
 }

@@ -380,6 +380,9 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "betrace serve:", err)
 		return 1
 	}
+	if validateOnly {
+		fmt.Fprintln(stdout, "betrace serve: the configuration is valid")
+	}
 	if validateOnly || printOnly {
 		return 0
 	}

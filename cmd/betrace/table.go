@@ -78,7 +78,6 @@ func truncate(s string, max int) string {
 
 // Column widths of the human output.
 const (
-	messageWidth = 60
 	nameWidth    = 40
 )
 
@@ -101,7 +100,7 @@ func writeRulesTable(w io.Writer, rules []ruleJSON) error {
 var violationsHeader = []string{"TIME", "SEVERITY", "RULE", "TRACE", "SPAN", "MESSAGE"}
 
 func violationRow(v violationJSON) []string {
-	return []string{formatTime(v.Timestamp), v.Severity, v.RuleID, v.TraceID, v.SpanID, truncate(strings.Join(strings.Fields(v.Message), " "), messageWidth)}
+	return []string{formatTime(v.Timestamp), v.Severity, v.RuleID, v.TraceID, v.SpanID, strings.Join(strings.Fields(v.Message), " ")} // last column, whole: it explains the violation
 }
 
 func writeViolationsTable(w io.Writer, vs []violationJSON) error {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -301,4 +302,73 @@ func jsonEqual(a, b any) bool {
 	ja, err1 := json.Marshal(a)
 	jb, err2 := json.Marshal(b)
 	return err1 == nil && err2 == nil && bytes.Equal(ja, jb)
+}
+
+// TestCLINewUser walks the operator commands a new user tripped over: each
+// now does what its help says, or says what to do instead.
+func TestCLINewUser(t *testing.T) {
+	s := startServer(t, serverOptions{})
+	env := []string{"BETRACE_SERVER=" + s.base}
+	dir := t.TempDir()
+	btr := filepath.Join(dir, "pay-check.btr")
+	if err := os.WriteFile(btr, []byte("when { payment.charge }\nalways { fraud.check }\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	// compile: flags after the file; the id defaults to the file name, so
+	// the module is admitted as it is.
+	out := filepath.Join(dir, "pay.wasm")
+	runBetrace(t, env, "compile", btr, "-o", out, "--severity", "high").want(t, 0, nil, "wrote "+out)
+	runBetrace(t, env, "rules", "push", out).want(t, 0, []string{"created pay-check"})
+	// compile -e needs an id, and never writes binary to a terminal (here
+	// stdout is a pipe, so it is written).
+	runBetrace(t, env, "compile", "-e", "when { a } never { b }").want(t, 2, nil, "--id")
+
+	// push --update of the very module it runs is no new version.
+	runBetrace(t, env, "rules", "push", "--update", out).want(t, 0, []string{"unchanged pay-check", "no new version"})
+	if v := num(s.rule(t, "pay-check"), "version"); v != 1 {
+		t.Fatalf("an identical module made version %d", v)
+	}
+
+	// push of a .btr file: compiled by the server, id from the file name.
+	btr2 := filepath.Join(dir, "fraud-dsl.btr")
+	if err := os.WriteFile(btr2, []byte("when { payment.charge } always { fraud.check }"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	runBetrace(t, env, "rules", "push", btr2, "--severity", "critical").want(t, 0, []string{"created fraud-dsl"})
+	// rules get shows a DSL rule's expression.
+	runBetrace(t, env, "rules", "get", "fraud-dsl").want(t, 0, []string{"Expression:", "when { payment.charge } always { fraud.check }"})
+	// A module that is no module names the way out.
+	runBetrace(t, env, "rules", "push", btr2+".wasm").want(t, 1, nil, "cannot read it")
+	notWasm := filepath.Join(dir, "rule.wasm")
+	if err := os.WriteFile(notWasm, []byte("when { a } always { b }"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	runBetrace(t, env, "rules", "push", notWasm).want(t, 1, nil, "not a WebAssembly module", "betrace compile")
+
+	// A bad severity in a rules file is blamed on the severity, once.
+	yaml := filepath.Join(dir, "rules.yaml")
+	if err := os.WriteFile(yaml, []byte("rules:\n  - id: r1\n    name: R1\n    severity: urgent\n    condition: when { a } always { b }\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r := runBetrace(t, env, "rules", "push", yaml)
+	r.want(t, 1, []string{"severity"})
+	if strings.Contains(r.stdout, "expression") || strings.Count(r.stdout, "urgent") != 1 {
+		t.Errorf("bad severity reported as:\n%s", r.stdout)
+	}
+
+	// serve --validate says so on success.
+	runBetrace(t, env, "serve", "--validate").want(t, 0, []string{"configuration is valid"})
+
+	// violations list shows a long message whole: its end names what
+	// was missing.
+	missing := "fraud.check.by.the.risk.service.before.any.charge"
+	s.mustJSON(t, "POST", "/v1/rules", map[string]any{"id": "long-msg", "expression": `when { payment.charge } always { "` + missing + `" }`}, 201)
+	td, traceID := sample(t, "payment-fraud-check.violating")
+	s.mustExport(t, otlpProto(t, td), "application/x-protobuf", "")
+	eventually(t, 20*time.Second, "the long-msg violation", func() (bool, string) {
+		vs := s.violations(t, url.Values{"rule_id": {"long-msg"}, "trace_id": {traceID}})
+		return len(vs) > 0, fmt.Sprint(len(vs))
+	})
+	runBetrace(t, env, "violations", "list", "--rule", "long-msg").want(t, 0, []string{"payment.charge without " + missing})
 }

@@ -322,6 +322,12 @@ func (a *api) readSpec(w http.ResponseWriter, r *http.Request, create bool) (reg
 				on := true
 				spec.Enabled = &on
 			}
+			// A bad severity is the metadata's mistake, not the expression's.
+			if spec.Severity != nil {
+				if _, err := rules.ParseSeverity(*spec.Severity); err != nil {
+					return spec, badRequest("severity: " + err.Error())
+				}
+			}
 			if errs := compileExpression(*m.Expression, &spec); errs != nil {
 				return spec, expressionError(errs)
 			}
