@@ -11,8 +11,9 @@ import (
 // the Kubernetes manifests deploy, so following any of them works.
 func TestOneImageTag(t *testing.T) {
 	files := map[string]*regexp.Regexp{
-		"deploy/README.md":                     regexp.MustCompile(`-t betrace:([\w.-]+)`),
-		"deploy/Dockerfile":                    regexp.MustCompile(`-t betrace:([\w.-]+)`),
+		// The local build; release builds carry their version instead.
+		"deploy/README.md":                     regexp.MustCompile(`docker build -f deploy/Dockerfile -t betrace:([\w.-]+)`),
+		"deploy/Dockerfile":                    regexp.MustCompile(`docker build -f deploy/Dockerfile -t betrace:([\w.-]+)`),
 		"deploy/compose.yaml":                  regexp.MustCompile(`image: betrace:([\w.-]+)`),
 		"deploy/kubernetes/kustomization.yaml": regexp.MustCompile(`newTag: ([\w.-]+)`),
 	}
