@@ -78,7 +78,7 @@ func truncate(s string, max int) string {
 
 // Column widths of the human output.
 const (
-	nameWidth    = 40
+	nameWidth = 40
 )
 
 var rulesHeader = []string{"ID", "STATE", "SEVERITY", "VERSION", "EVALS", "VIOLATIONS", "ERRORS", "FUEL P99", "NAME"}
