@@ -190,6 +190,17 @@ func options() []option {
 			c.MemoryLimit = n
 			return err
 		}},
+		{"evidence-max-spans", "BETRACE_EVIDENCE_MAX_SPANS", "200", "spans of the snapshot of each violating trace stored with its violations, at most 200 (0: store no evidence, e.g. where attribute values are sensitive)", false, func(c *service.Config, v string) error {
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 0 || n > 200 {
+				return fmt.Errorf("%q is not a span count from 0 to 200", v)
+			}
+			c.EvidenceSpans = n
+			if n == 0 {
+				c.EvidenceSpans = -1
+			}
+			return nil
+		}},
 		{"rule-share", "BETRACE_RULE_SHARE", "", "most of the evaluation workers' time one rule may take over 10s while traces wait, 0 to 1 (empty: an equal share, one over the number of rules); past it the rule skips traces, counted", false, func(c *service.Config, v string) error {
 			if v == "" {
 				return nil

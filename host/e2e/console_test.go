@@ -320,3 +320,22 @@ func TestConsoleCluster(t *testing.T) {
 		chromedp.Click(chromedp.CSS("#disable")), chromedp.WaitVisible(chromedp.CSS("#enable")))
 	c.waitRule(t, "payment-fraud-check", "disabled everywhere", func(r map[string]any) bool { return r["enabled"] == false })
 }
+
+// TestEvidenceOff: with BETRACE_EVIDENCE_MAX_SPANS=0 violations are stored
+// without any snapshot of their trace.
+func TestEvidenceOff(t *testing.T) {
+	s := startServer(t, serverOptions{Env: map[string]string{"BETRACE_EVIDENCE_MAX_SPANS": "0"}})
+	s.mustJSON(t, http.MethodPost, "/v1/rules", map[string]any{"id": "pay", "expression": "when { payment.charge } always { fraud.check }"}, http.StatusCreated)
+	td, traceID := sample(t, "payment-fraud-check.violating")
+	s.mustExport(t, otlpProto(t, td), "application/x-protobuf", "")
+	var vs []map[string]any
+	eventually(t, 20*time.Second, "the violation", func() (bool, string) {
+		vs = objects(t, s.get(t, "/v1/violations?evidence=true&trace_id="+traceID)["violations"])
+		return len(vs) > 0, fmt.Sprint(len(vs))
+	})
+	for _, v := range vs {
+		if _, ok := v["evidence"]; ok {
+			t.Fatal("evidence stored with BETRACE_EVIDENCE_MAX_SPANS=0")
+		}
+	}
+}

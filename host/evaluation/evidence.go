@@ -15,7 +15,7 @@ import (
 // caps of violations.Evidence: the offending spans and their ancestors
 // are kept first, so a truncated snapshot still shows why the rule fired.
 // It runs only for traces with a violation, never on the clean path.
-func evidence(spans []traces.Span, offending []int) *violations.Evidence {
+func evidence(spans []traces.Span, offending []int, maxSpans int) *violations.Evidence {
 	ev := &violations.Evidence{SpanCount: len(spans)}
 	byID := make(map[[8]byte]int, len(spans))
 	for i := range spans {
@@ -51,7 +51,7 @@ func evidence(spans []traces.Span, offending []int) *violations.Evidence {
 
 	bytes := 40
 	for _, i := range order {
-		if len(ev.Spans) == violations.MaxEvidenceSpans {
+		if len(ev.Spans) == maxSpans {
 			ev.Truncated = true
 			break
 		}

@@ -45,7 +45,7 @@ func TestEvidence(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			ev := evidence(tt.spans, tt.offending)
+			ev := evidence(tt.spans, tt.offending, violations.MaxEvidenceSpans)
 			if ev.SpanCount != len(tt.spans) || ev.Truncated != tt.truncated {
 				t.Fatalf("spanCount %d truncated %v, want %d %v", ev.SpanCount, ev.Truncated, len(tt.spans), tt.truncated)
 			}
@@ -87,7 +87,7 @@ func TestEvidence(t *testing.T) {
 func TestEvidenceSurvivesCycles(t *testing.T) {
 	spans := chain(3, 0, 0)
 	spans[0].ParentSpanID = spans[2].SpanID // 0 → 2 → 1 → 0
-	if ev := evidence(spans, []int{1}); len(ev.Spans) != 3 {
+	if ev := evidence(spans, []int{1}, violations.MaxEvidenceSpans); len(ev.Spans) != 3 {
 		t.Fatalf("%d spans kept of a 3-span cycle", len(ev.Spans))
 	}
 }

@@ -37,6 +37,10 @@ type PoolConfig struct {
 	Queue int
 	// Share is each rule's share of the workers while traces wait.
 	Share ShareConfig
+	// EvidenceSpans caps the spans of the snapshot stored with each
+	// violating trace. Default (0) violations.MaxEvidenceSpans; negative
+	// stores none (attribute values may be sensitive).
+	EvidenceSpans int
 }
 
 // ErrStopped is returned by Submit after Shutdown.
@@ -78,6 +82,9 @@ func NewPool(cfg PoolConfig, deps PoolDeps) *Pool {
 	}
 	if cfg.Queue <= 0 {
 		cfg.Queue = 256
+	}
+	if cfg.EvidenceSpans == 0 || cfg.EvidenceSpans > violations.MaxEvidenceSpans {
+		cfg.EvidenceSpans = violations.MaxEvidenceSpans
 	}
 	return &Pool{cfg: cfg, deps: deps, queue: make(chan Job, cfg.Queue), share: NewShare(cfg.Share, cfg.Workers), metrics: newPoolMetrics(deps.Registerer)}
 }
@@ -200,8 +207,8 @@ func (p *Pool) evaluate(ctx context.Context, ev *Evaluator, j Job, found []viola
 	if n := ev.BrokenLinks(); n > 0 {
 		p.metrics.brokenLinks.Add(float64(n))
 	}
-	if len(found) > first {
-		found[first].Evidence = evidence(j.Spans, offending)
+	if len(found) > first && p.cfg.EvidenceSpans > 0 {
+		found[first].Evidence = evidence(j.Spans, offending, p.cfg.EvidenceSpans)
 	}
 	return found
 }

@@ -60,6 +60,9 @@ type Config struct {
 	Workers int
 	// Share is each rule's share of the workers while traces wait for one.
 	Share evaluation.ShareConfig
+	// EvidenceSpans caps the snapshot of each violating trace stored with
+	// its violations: 0 means 200, negative stores none.
+	EvidenceSpans int
 	// ShutdownTimeout bounds Shutdown. Default 10s.
 	ShutdownTimeout time.Duration
 	// MemoryLimit is the Go heap's soft limit in bytes, applied by main.
@@ -230,7 +233,7 @@ func New(cfg Config, logger *slog.Logger) (*Service, error) {
 		s.closeStorage()
 		return nil, err
 	}
-	s.pool = evaluation.NewPool(evaluation.PoolConfig{Workers: cfg.Workers, Share: cfg.Share}, evaluation.PoolDeps{
+	s.pool = evaluation.NewPool(evaluation.PoolConfig{Workers: cfg.Workers, Share: cfg.Share, EvidenceSpans: cfg.EvidenceSpans}, evaluation.PoolDeps{
 		Rules:      s.rules.Active,
 		Record:     s.recorder.Record,
 		Quarantine: s.quarantine,
