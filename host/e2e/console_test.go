@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -330,12 +331,57 @@ func TestEvidenceOff(t *testing.T) {
 	s.mustExport(t, otlpProto(t, td), "application/x-protobuf", "")
 	var vs []map[string]any
 	eventually(t, 20*time.Second, "the violation", func() (bool, string) {
-		vs = objects(t, s.get(t, "/v1/violations?evidence=true&trace_id="+traceID)["violations"])
-		return len(vs) > 0, fmt.Sprint(len(vs))
+		vs = objects(t, s.get(t, "/v1/violations?limit=1000&evidence=true&trace_id="+traceID)["violations"])
+		return len(vs) >= 500, fmt.Sprint(len(vs))
 	})
 	for _, v := range vs {
 		if _, ok := v["evidence"]; ok {
 			t.Fatal("evidence stored with BETRACE_EVIDENCE_MAX_SPANS=0")
+		}
+	}
+}
+
+// TestConsoleFigures measures the console's figures for the README (run
+// with BETRACE_CONSOLE_FIGURES=1): page weight and time to the rendered
+// rules table with 500 rules, and the evidence stored per violating trace.
+func TestConsoleFigures(t *testing.T) {
+	if os.Getenv("BETRACE_CONSOLE_FIGURES") == "" {
+		t.Skip("figures for the README: set BETRACE_CONSOLE_FIGURES=1")
+	}
+	s := startServer(t, serverOptions{})
+	for i := range 500 {
+		s.mustJSON(t, http.MethodPost, "/v1/rules", map[string]any{"id": fmt.Sprintf("rule-%03d", i), "expression": fmt.Sprintf("when { payment.charge } always { fraud_check_%d }", i)}, http.StatusCreated)
+	}
+	rulesJSON := s.call(t, http.MethodGet, "/v1/rules", nil)
+	b := newBrowser(t)
+	b.run("warm up", chromedp.Navigate(s.base+"/ui/#/violations"), chromedp.WaitVisible(chromedp.CSS("#v-count")))
+	var best time.Duration
+	for range 5 {
+		start := time.Now()
+		b.run("leave", chromedp.Navigate("about:blank"))
+		start = time.Now()
+		b.run("open the rules page", chromedp.Navigate(s.base+"/ui/#/rules"),
+			chromedp.WaitVisible(chromedp.CSS(`tr[data-rule="rule-499"]`)))
+		if d := time.Since(start); best == 0 || d < best {
+			best = d
+		}
+	}
+	weight, _ := chromedp.Run(b.ctx, chromedp.Evaluate[float64](`performance.getEntriesByType("resource").concat(performance.getEntriesByType("navigation")).filter(e => !e.name.includes("/metrics")).reduce((s, e) => s + e.encodedBodySize, 0)`))
+	rows, _ := chromedp.Run(b.ctx, chromedp.Evaluate[int](`document.querySelectorAll("#rules tbody tr").length`))
+	t.Logf("rules page with %d rules: first render of the whole table in %v (best of 5, navigation to the last row visible); page weight %.0f bytes (HTML, script, style and API answers), of which GET /v1/rules %d bytes",
+		rows, best.Round(time.Millisecond), weight, len(rulesJSON.Body))
+
+	td, traceID := sample(t, "payment-fraud-check.violating")
+	s.mustExport(t, otlpProto(t, td), "application/x-protobuf", "")
+	var vs []map[string]any
+	eventually(t, 30*time.Second, "violations", func() (bool, string) {
+		vs = objects(t, s.get(t, "/v1/violations?limit=1000&evidence=true&trace_id="+traceID)["violations"])
+		return len(vs) >= 500, fmt.Sprint(len(vs))
+	})
+	for _, v := range vs {
+		if ev, ok := v["evidence"]; ok {
+			raw, _ := json.Marshal(ev)
+			t.Logf("evidence of a %d-span violating trace: %d bytes of JSON", spanCount(td), len(raw))
 		}
 	}
 }
