@@ -5,6 +5,7 @@ import (
 	"math"
 	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/betracehq/betrace/api/abiv1"
 	"github.com/betracehq/betrace/host/traces"
@@ -76,11 +77,12 @@ func estimate(s *violations.EvidenceSpan) int {
 
 func evidenceSpan(s *traces.Span) (violations.EvidenceSpan, bool) {
 	out := violations.EvidenceSpan{
-		SpanID: hex.EncodeToString(s.SpanID[:]), Name: s.Name, Service: s.Service,
+		SpanID: hex.EncodeToString(s.SpanID[:]), Name: s.Name, Service: strings.Clone(s.Service),
 		StartUnixNano: s.StartUnixNano,
 	}
 	cut := false
 	out.Name, cut = clip(out.Name)
+	out.Name = strings.Clone(out.Name) // the trace's buffer must not outlive it
 	if !s.IsRoot() {
 		out.ParentSpanID = hex.EncodeToString(s.ParentSpanID[:])
 	}
@@ -102,7 +104,7 @@ func evidenceSpan(s *traces.Span) (violations.EvidenceSpan, bool) {
 			}
 			k, c1 := clip(s.Attrs[i].Key)
 			v, c2 := clip(attrText(&s.Attrs[i]))
-			out.Attributes[k] = v
+			out.Attributes[strings.Clone(k)] = strings.Clone(v)
 			cut = cut || c1 || c2
 		}
 	}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime"
+	"strings"
 	"sync"
 	"time"
 
@@ -199,7 +200,9 @@ func (p *Pool) evaluate(ctx context.Context, ev *Evaluator, j Job, found []viola
 				ID: newID(), RuleID: v.Rule.ID, RuleName: v.Rule.Name, RuleVersion: v.Rule.Version, Severity: v.Rule.Severity,
 				TraceID: hex.EncodeToString(s.TraceID[:]), SpanID: hex.EncodeToString(s.SpanID[:]),
 				Message: viol.Message, Attributes: attrs,
-				Metadata: map[string]string{"service_name": s.Service, "span_name": s.Name},
+				// Copies: the span's strings share the trace's buffer, which
+				// must not outlive the trace in the recorder's queue.
+				Metadata: map[string]string{"service_name": strings.Clone(s.Service), "span_name": strings.Clone(s.Name)},
 				Trigger:  j.Trigger, Timestamp: now,
 			})
 		}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -235,7 +236,7 @@ func (a *Assembler) Add(ctx context.Context, spans []Span) error {
 		z         sizer
 		done      []*Trace
 		late      int
-		lateBytes int64
+		lateBytes int64 // counted for spans not kept, or more than kept
 	)
 	for i := 0; i < len(spans); {
 		sh := a.shardOf(&spans[i].TraceID)
@@ -250,20 +251,28 @@ func (a *Assembler) Add(ctx context.Context, spans []Span) error {
 					lateBytes += b
 					continue
 				}
-				p = &pending{id: s.TraceID, first: now, last: now, spans: make([]Span, 0, sameTrace(spans[i:]))}
+				p = &pending{id: s.TraceID, first: now, last: now}
 				p.due, _ = a.deadline(p)
 				sh.traces[s.TraceID] = p
 				sh.push(p)
 				a.active.Add(1)
 			}
-			if len(p.spans) >= a.cfg.MaxSpans {
+			if p.n >= a.cfg.MaxSpans {
 				done = append(done, a.finish(sh, p, CompletionSpanCap, now))
 				late++
 				lateBytes += b
 				continue
 			}
-			p.spans = append(p.spans, *s)
-			p.bytes += b
+			if cap(p.blob)-len(p.blob) < int(b) {
+				// Grow once for this trace's spans in the batch, not
+				// span by span: appending doubles, and slack is memory.
+				p.blob = slices.Grow(p.blob, int(runBytes(spans[i:], z)))
+			}
+			before := len(p.blob)
+			p.appendSpan(s)
+			kept := int64(len(p.blob) - before)
+			lateBytes += b - kept
+			p.bytes += kept
 			p.last = now
 			if p.root == 0 && s.IsRoot() {
 				p.root = now
@@ -275,8 +284,10 @@ func (a *Assembler) Add(ctx context.Context, spans []Span) error {
 		}
 		sh.mu.Unlock()
 	}
-	if late > 0 {
+	if lateBytes > 0 {
 		a.used.Add(-lateBytes)
+	}
+	if late > 0 {
 		a.m.late.Add(float64(late))
 	}
 	a.deliver(done)
@@ -347,7 +358,7 @@ func (a *Assembler) finish(sh *shard, p *pending, why Completion, now int64) *Tr
 	a.active.Add(-1)
 	t := &Trace{
 		ID:         p.id,
-		Spans:      p.spans,
+		packed:     p,
 		Completion: why,
 		FirstSeen:  time.Unix(0, p.first),
 		LastSeen:   time.Unix(0, p.last),
@@ -376,6 +387,13 @@ func (a *Assembler) flush() int {
 
 func (a *Assembler) deliver(done []*Trace) {
 	for _, t := range done {
+		// Unpacked here, outside the shard's lock.
+		if p := t.packed; p != nil {
+			t.Spans, t.packed = unpack(p.blob, p.n, p.attrs), nil
+			for i := range t.Spans {
+				t.Spans[i].TraceID = t.ID
+			}
+		}
 		a.m.completed[t.Completion].Inc()
 	}
 	if len(done) > 0 {
@@ -435,14 +453,15 @@ func (a *Assembler) shardOf(id *[16]byte) *shard {
 	return &a.shards[h>>(64-6)]
 }
 
-// sameTrace counts the spans of spans[0]'s trace among the first few of
-// spans, to size a new trace's slice once instead of growing it span by span.
-func sameTrace(spans []Span) int {
-	n := 0
-	for i := range min(len(spans), 128) {
-		if spans[i].TraceID == spans[0].TraceID {
-			n++
+// runBytes is the packed size of spans[0] and the spans of its trace right
+// after it, counted as z would count them from here.
+func runBytes(spans []Span, z sizer) int64 {
+	var n int64
+	for i := range spans {
+		if spans[i].TraceID != spans[0].TraceID {
+			break
 		}
+		n += z.size(&spans[i])
 	}
 	return n
 }
@@ -450,13 +469,19 @@ func sameTrace(spans []Span) int {
 // pending is a trace being assembled. Times are Unix nanoseconds.
 type pending struct {
 	id    [16]byte
-	spans []Span
-	bytes int64
-	first int64
-	last  int64
-	root  int64 // arrival of the first root span, 0 if none yet
-	due   int64 // heap key: never later than the true deadline
-	idx   int   // position in shard.due
+	blob  []byte // the spans, packed (see packed.go)
+	n     int    // spans in blob
+	attrs int    // attributes in blob, span and resource blocks
+	// lastRes is the resource of the last span packed, whose block
+	// starts at lastResAt: spans of one resource share it.
+	lastRes   *Attr
+	lastResAt int
+	bytes     int64
+	first     int64
+	last      int64
+	root      int64 // arrival of the first root span, 0 if none yet
+	due       int64 // heap key: never later than the true deadline
+	idx       int   // position in shard.due
 }
 
 // shard is one independently locked part of the buffer.

@@ -3,7 +3,6 @@ package traces
 import (
 	"sync/atomic"
 	"time"
-	"unsafe"
 )
 
 // Trace is one completed trace, handed to the consumer given to New.
@@ -23,8 +22,9 @@ type Trace struct {
 	// must not report the absence of a span on a fragment.
 	Fragment bool
 
-	bytes atomic.Int64
-	owner *Assembler
+	bytes  atomic.Int64
+	owner  *Assembler
+	packed *pending // until delivered: the spans, packed
 }
 
 // Bytes returns the estimated size counted against Config.MaxBytes, or 0
@@ -39,35 +39,22 @@ func (t *Trace) Release() {
 	}
 }
 
-// Estimated sizes: the struct itself plus the bytes of its strings. Resource
-// attributes are shared by the spans of one resource and are charged once
-// per run of spans that share them.
-const (
-	spanStructBytes = int64(unsafe.Sizeof(Span{}))
-	attrStructBytes = int64(unsafe.Sizeof(Attr{}))
-)
-
-func attrsBytes(as []Attr) int64 {
-	n := int64(len(as)) * attrStructBytes
-	for i := range as {
-		n += int64(len(as[i].Key) + len(as[i].Str))
-	}
-	return n
-}
-
-// sizer estimates the bytes of consecutive spans of one batch.
+// sizer counts the packed bytes of consecutive spans of one batch: a
+// resource block once per run of spans that share it (the assembler shares
+// it at least that often, so the count is never under what it keeps).
 type sizer struct{ lastRes *Attr }
 
 func (z *sizer) size(s *Span) int64 {
-	n := spanStructBytes + int64(len(s.Name)+len(s.Service)+len(s.StatusMessage)) + attrsBytes(s.Attrs)
+	newRes := false
 	if len(s.ResourceAttrs) > 0 && &s.ResourceAttrs[0] != z.lastRes {
 		z.lastRes = &s.ResourceAttrs[0]
-		n += attrsBytes(s.ResourceAttrs)
+		newRes = true
 	}
-	return n
+	return packedSize(s, newRes)
 }
 
-// SpanBytes returns the estimated size of spans as Add counts it.
+// SpanBytes returns the bytes Add counts for spans against
+// Config.MaxBytes: their packed size (see packed.go).
 func SpanBytes(spans []Span) int64 {
 	var z sizer
 	var n int64
