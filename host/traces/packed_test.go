@@ -30,7 +30,7 @@ func TestPackRoundTrip(t *testing.T) {
 		{SpanID: [8]byte{2}, ParentSpanID: [8]byte{1}, Name: string(long), Service: "checkout", StatusMessage: "boom", ResourceAttrs: resA},
 		{SpanID: [8]byte{3}, ParentSpanID: [8]byte{1}, Name: "pay", Service: "payments", ResourceAttrs: resB},
 		{SpanID: [8]byte{4}, ParentSpanID: [8]byte{3}, ResourceAttrs: resA}, // back to the first resource: a new block
-		{SpanID: [8]byte{5}},                                                // no resource, no attributes, no strings
+		{SpanID: [8]byte{5}}, // no resource, no attributes, no strings
 	}
 	var p pending
 	var counted int64
