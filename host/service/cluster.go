@@ -2,6 +2,7 @@ package service
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"time"
@@ -13,6 +14,7 @@ import (
 	"github.com/betracehq/betrace/host/evaluation"
 	"github.com/betracehq/betrace/host/internal/bearer"
 	"github.com/betracehq/betrace/host/registry"
+	"github.com/betracehq/betrace/host/store"
 	"github.com/betracehq/betrace/host/store/redisstore"
 )
 
@@ -116,27 +118,28 @@ func (c *clustered) syncLoop() {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		v, err := c.store.RulesVersion(ctx)
-		if err == nil && v == 0 && len(c.rules.List()) > 0 {
-			// Every change leaves a version behind, so a missing one while
-			// this instance holds rules means Redis lost its data (it
-			// restarted without persistence). Put the rules back rather
-			// than read the emptiness as "all rules deleted".
-			var n int
-			if n, err = c.rules.Republish(ctx); err == nil && n > 0 {
-				c.logger.Error("Redis lost its data: republished this instance's rules; violations stored before the loss are gone", "rules", n)
-			}
-			cancel()
-			continue
+		// Redis lost the rules (restarted empty, flushed) even if a rule was
+		// written since: Sync puts back what this instance holds before it
+		// reads the set, and so never takes the loss for deletions.
+		reset := errors.Is(err, store.ErrReset)
+		if reset {
+			err = nil
+		}
+		if err == nil {
+			err = c.rules.Flush(ctx) // changes queued while Redis was unreachable
 		}
 		if err == nil {
 			err = c.syncToken(ctx)
 		}
-		if err == nil && v != applied {
+		if err == nil && (reset || v != applied) {
 			if err = c.rules.Sync(ctx); err == nil {
-				if applied >= 0 {
+				if applied >= 0 && !reset {
 					c.observeLag() // a change made while running, not the state found at start
 				}
 				applied = v
+				if reset {
+					applied = -1 // the version read was of the lost set
+				}
 			}
 		}
 		cancel()
