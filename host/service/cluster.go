@@ -38,8 +38,9 @@ type clustered struct {
 	now     func() time.Time
 	syncLag prometheus.Gauge
 
-	stop chan struct{}
-	done chan struct{}
+	stop    chan struct{}
+	done    chan struct{}
+	syncing bool // the sync loop was started; set before Start returns
 }
 
 func newClustered(cfg Config, logger *slog.Logger, reg prometheus.Registerer, now func() time.Time) (*clustered, error) {
@@ -92,6 +93,7 @@ func (c *clustered) Start(ctx context.Context) error {
 	if err := c.spool.Start(ctx); err != nil {
 		return err
 	}
+	c.syncing = true
 	go c.syncLoop()
 	return nil
 }
@@ -188,7 +190,9 @@ func (c *clustered) Shutdown(ctx context.Context) error {
 	case <-c.stop:
 	default:
 		close(c.stop)
-		<-c.done
+		if c.syncing { // a start-up that failed before the loop began has none to wait for
+			<-c.done
+		}
 	}
 	return c.spool.Shutdown(ctx)
 }

@@ -105,7 +105,7 @@ func Open(ctx context.Context, cfg Config, now func() time.Time) (*Store, error)
 	if now == nil {
 		now = time.Now
 	}
-	opt, err := redis.ParseURL(cfg.URL)
+	opt, err := parseURL(cfg.URL)
 	if err != nil {
 		return nil, fmt.Errorf("redisstore: config: URL: %w", err)
 	}
