@@ -20,6 +20,7 @@ const (
 	DefaultMaxViolationAge      = 7 * 24 * time.Hour
 	DefaultTimeout              = 2 * time.Second
 	DefaultDedupTTL             = time.Hour
+	DefaultTrimInterval         = time.Minute
 )
 
 // Config configures a Redis store. A zero field means its default.
@@ -49,6 +50,11 @@ type Config struct {
 	// nothing (see the package doc). Default 1h; a negative value (-1)
 	// disables de-duplication.
 	DedupTTL time.Duration
+	// TrimInterval is how often the store applies retention by itself,
+	// besides on every append, so that violations past MaxViolationAge go
+	// even when nothing is appended. Default 1 minute; negative turns it
+	// off.
+	TrimInterval time.Duration
 }
 
 // DefaultConfig returns the defaults; the caller sets URL.
@@ -60,6 +66,7 @@ func DefaultConfig() Config {
 		MaxViolationAge:      DefaultMaxViolationAge,
 		Timeout:              DefaultTimeout,
 		DedupTTL:             DefaultDedupTTL,
+		TrimInterval:         DefaultTrimInterval,
 	}
 }
 
@@ -107,6 +114,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.DedupTTL == 0 {
 		c.DedupTTL = DefaultDedupTTL
+	}
+	if c.TrimInterval == 0 {
+		c.TrimInterval = DefaultTrimInterval
 	}
 	return c
 }

@@ -189,6 +189,7 @@ func TestRepublishIsAtomic(t *testing.T) {
 	srv.Client().FlushAll(bg)
 	var stop atomic.Bool
 	var wg sync.WaitGroup
+	var mu sync.Mutex
 	seen := map[int]int{}
 	wg.Add(1)
 	go func() {
@@ -200,13 +201,21 @@ func TestRepublishIsAtomic(t *testing.T) {
 				t.Errorf("reader: %v", err)
 				return
 			}
+			mu.Lock()
 			seen[len(rs)]++
+			mu.Unlock()
 		}
 	}()
 	if _, err := a.RepublishRules(bg, held(all...)); err != nil {
 		t.Fatal(err)
 	}
-	for i := 0; i < 50 && seen[300] == 0; i++ {
+	for i := 0; i < 50; i++ {
+		mu.Lock()
+		done := seen[300] > 0
+		mu.Unlock()
+		if done {
+			break
+		}
 		ids(t, a) // let the reader catch up with a few round trips of ours
 	}
 	stop.Store(true)

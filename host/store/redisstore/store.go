@@ -87,6 +87,9 @@ type Store struct {
 	trimmed    atomic.Uint64
 	duplicates atomic.Uint64
 
+	stopTrim chan struct{} // closed by Close
+	trimDone chan struct{} // closed when the trim timer has stopped
+
 	genMu sync.Mutex
 	gen   string // the rules generation last read or written; "" before any
 }
@@ -134,6 +137,9 @@ func Open(ctx context.Context, cfg Config, now func() time.Time) (*Store, error)
 		addr: opt.Addr,
 		k:    newKeys(cfg.Prefix),
 		subs: map[*subscription]struct{}{},
+
+		stopTrim: make(chan struct{}),
+		trimDone: make(chan struct{}),
 	}
 	c, cancel := context.WithTimeout(ctx, cfg.Timeout)
 	defer cancel()
@@ -148,7 +154,29 @@ func Open(ctx context.Context, cfg Config, now func() time.Time) (*Store, error)
 		return nil, fmt.Errorf("redisstore: open: cannot reach Redis at %s: %w: %w (check BETRACE_REDIS_URL and that Redis is running and reachable)",
 			s.addr, store.ErrUnavailable, err)
 	}
+	go s.trimLoop()
 	return s, nil
+}
+
+// trimLoop applies retention every TrimInterval: appends trim as they
+// write, but violations past their age must go when nothing is appended
+// too. Every instance runs it; a trim with nothing due costs Redis two
+// range reads. A failure waits for the next tick, or the next append.
+func (s *Store) trimLoop() {
+	defer close(s.trimDone)
+	if s.cfg.TrimInterval < 0 {
+		return
+	}
+	tick := time.NewTicker(s.cfg.TrimInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-s.stopTrim:
+			return
+		case <-tick.C:
+			s.Trim(context.Background())
+		}
+	}
 }
 
 // speaksPlainRedis reports whether addr answers a plain-text PING, to tell
@@ -207,6 +235,8 @@ func (s *Store) Close() error {
 		subs = append(subs, sub)
 	}
 	s.subsMu.Unlock()
+	close(s.stopTrim)
+	<-s.trimDone
 	for _, sub := range subs {
 		sub.stop()
 	}
