@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/betracehq/betrace/host/internal/redistest"
 )
 
 // ruleWatch polls, until stopped, every live member's rule list and the
@@ -184,7 +186,9 @@ func TestClusterRedisFlushThenCreate(t *testing.T) {
 func TestClusterRedisEmptyRestartThenCreate(t *testing.T) {
 	t.Parallel()
 	c := startCluster(t, clusterOptions{Size: 2})
-	before := []string{"payment-fraud-check", "pii-access-audit"}
+	// Four rules: putting them back one by one, as a peer could sync in
+	// between, would be seen.
+	before := []string{"ai-tool-approval", "n-plus-one-queries", "payment-fraud-check", "pii-access-audit"}
 	for _, id := range before {
 		c.nodes[0].loadRule(t, id)
 	}
@@ -192,8 +196,10 @@ func TestClusterRedisEmptyRestartThenCreate(t *testing.T) {
 	w := watchRules(t, c, before)
 	c.redis.Stop()
 	c.redis.Start()
+	began := time.Now()
 	createSoon(t, c.nodes[1], "checkout-slow-db")
-	want := []string{"checkout-slow-db", "payment-fraud-check", "pii-access-audit"}
+	t.Logf("the create was answered %v after Redis answered again", time.Since(began).Round(time.Millisecond))
+	want := []string{"ai-tool-approval", "checkout-slow-db", "n-plus-one-queries", "payment-fraud-check", "pii-access-audit"}
 	c.everyMemberHas(t, want)
 	time.Sleep(2500 * time.Millisecond)
 	w.check(t, "after an empty restart and a create")
@@ -246,4 +252,35 @@ func TestClusterQuarantineDuringOutage(t *testing.T) {
 	if n := c.nodes[0].value(t, "betrace_rule_changes_pending", nil); n != 0 {
 		t.Errorf("betrace_rule_changes_pending %v on %s after Redis came back, want 0", n, c.ids[0])
 	}
+}
+
+// TestServeExitsOnAStoreError: a start-up error after Redis answered (here
+// a string where the rules hash belongs) ends `betrace serve` at once, with
+// a non-zero status and the reason, instead of hanging on the way out.
+func TestServeExitsOnAStoreError(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	const prefix = "betrace-wrongtype:"
+	if err := srv.Client().Set(context.Background(), prefix+"rules", "not a hash", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	began := time.Now()
+	r := runBetrace(t, []string{
+		"BETRACE_REDIS_URL=" + srv.URL(), "BETRACE_REDIS_PREFIX=" + prefix,
+		"BETRACE_DATA_DIR=" + t.TempDir(), "BETRACE_PORT_BACKEND=" + mustFreePort(t),
+	}, "serve")
+	took := time.Since(began)
+	r.want(t, 1, nil, "betrace could not start", "WRONGTYPE", "BETRACE_REDIS_PREFIX")
+	if took > 5*time.Second {
+		t.Errorf("betrace serve took %v to exit after a start-up error, want a few seconds at most", took)
+	}
+}
+
+// TestValidateRedisURLAsStartUp: --validate refuses a Redis URL that
+// start-up could not dial (a list of addresses), and accepts one it can.
+func TestValidateRedisURLAsStartUp(t *testing.T) {
+	t.Parallel()
+	runBetrace(t, []string{"BETRACE_REDIS_URL=redis://h1:6379,h2:6379/0"}, "serve", "--validate").
+		want(t, 1, nil, "several addresses", "Redis Cluster is not supported")
+	runBetrace(t, []string{"BETRACE_REDIS_URL=redis://h1:6379/0"}, "serve", "--validate").want(t, 0, nil)
 }
