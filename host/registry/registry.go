@@ -25,6 +25,13 @@
 // error then says so; the cache keeps the old record until the rule-sync
 // loop or the next change (whose revision check fails and syncs) reads the
 // stored one, and repeating the change is safe for the same reason.
+//
+// A quarantine the store cannot take (it is unreachable) is kept as
+// pending on the entry instead: the rule stops here at once, the API shows
+// it as pending, and Flush writes it when the store answers (see Flush for
+// the order against changes made elsewhere meanwhile). A shared store that
+// lost its rules (store.ErrReset) gets the rules this instance holds back
+// before any read or write goes on, so a loss never reads as deletions.
 package registry
 
 import (
