@@ -89,8 +89,8 @@ func TestRulesSurviveFlushAndCreate(t *testing.T) {
 func TestQueuedQuarantine(t *testing.T) {
 	ctx := context.Background()
 	srv := redistest.StartWith(t, redistest.Options{AppendOnly: true})
-	a := openOnRedis(t, srv, 300*time.Millisecond)
-	b := openOnRedis(t, srv, 300*time.Millisecond)
+	a := openOnRedis(t, srv, 2*time.Second)
+	b := openOnRedis(t, srv, 2*time.Second)
 	if _, err := a.reg.Create(ctx, Spec{ID: "r", Module: testrules.Module(t, "payment-fraud-check")}); err != nil {
 		t.Fatal(err)
 	}
@@ -148,8 +148,8 @@ func TestQueuedQuarantine(t *testing.T) {
 func TestStaleQueuedQuarantineLoses(t *testing.T) {
 	ctx := context.Background()
 	srv := redistest.StartWith(t, redistest.Options{AppendOnly: true})
-	a := openOnRedis(t, srv, 300*time.Millisecond)
-	b := openOnRedis(t, srv, 300*time.Millisecond)
+	a := openOnRedis(t, srv, 2*time.Second)
+	b := openOnRedis(t, srv, 2*time.Second)
 	if _, err := a.reg.Create(ctx, Spec{ID: "r", Module: testrules.Module(t, "payment-fraud-check")}); err != nil {
 		t.Fatal(err)
 	}
