@@ -128,7 +128,11 @@ func (c *clustered) syncLoop() {
 			err = nil
 		}
 		if err == nil {
-			err = c.rules.Flush(ctx) // changes queued while Redis was unreachable
+			// Changes queued while Redis was unreachable. One that cannot be
+			// written stays queued and must not hold up syncing the others.
+			if ferr := c.rules.Flush(ctx); ferr != nil {
+				c.logger.Debug("queued rule changes not written yet", "err", ferr)
+			}
 		}
 		if err == nil {
 			err = c.syncToken(ctx)
