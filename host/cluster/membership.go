@@ -189,11 +189,12 @@ type Membership struct {
 	view    atomic.Pointer[View]
 	metrics *metrics
 
-	stop chan struct{}
-	done chan struct{}
-	once sync.Once
-	left atomic.Bool
-	up   atomic.Bool // the last heartbeat reached Redis
+	stop    chan struct{}
+	done    chan struct{}
+	once    sync.Once
+	started atomic.Bool // the heartbeat loop runs: Leave waits for it
+	left    atomic.Bool
+	up      atomic.Bool // the last heartbeat reached Redis
 	// everUp and reconnected tell a return after an outage from the first
 	// contact at start-up.
 	everUp      atomic.Bool
@@ -235,6 +236,7 @@ func (m *Membership) Start(ctx context.Context) error {
 	if err := m.beat(ctx); err != nil {
 		m.logger.Warn("could not join the cluster yet; running on the local view until Redis answers", "err", err)
 	}
+	m.started.Store(true)
 	go m.loop()
 	return nil
 }
@@ -355,7 +357,13 @@ func (m *Membership) Leave(ctx context.Context) error {
 	m.once.Do(func() {
 		m.left.Store(true)
 		close(m.stop)
-		<-m.done
+		if !m.started.Load() {
+			return // never joined (start-up failed before): nothing to leave, no loop to wait for
+		}
+		select {
+		case <-m.done:
+		case <-ctx.Done(): // a heartbeat stuck on Redis must not hold the process
+		}
 		ctx, cancel := context.WithTimeout(ctx, m.cfg.Timeout)
 		defer cancel()
 		err = m.client.ZRem(ctx, m.key(), m.cfg.InstanceID+"\x00"+m.cfg.AdvertiseAddr).Err()

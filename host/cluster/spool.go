@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -32,6 +33,7 @@ type Spool struct {
 	kick    chan struct{}
 	stop    chan struct{}
 	done    chan struct{}
+	started atomic.Bool
 
 	// Group commit: writes from every evaluation worker within one
 	// linger window go to Redis as one call, so round trips grow with
@@ -132,6 +134,7 @@ func (s *Spool) push(vs []violations.Violation) {
 
 // Start runs the replay loop.
 func (s *Spool) Start(context.Context) error {
+	s.started.Store(true)
 	go s.loop()
 	return nil
 }
@@ -201,7 +204,9 @@ func (s *Spool) Shutdown(ctx context.Context) error {
 	case <-s.stop:
 	default:
 		close(s.stop)
-		<-s.done
+		if s.started.Load() { // a start-up that failed earlier never ran the loop
+			<-s.done
+		}
 	}
 	if !s.flush(ctx) {
 		n := s.Len()

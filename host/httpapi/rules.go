@@ -31,6 +31,7 @@ type ruleJSON struct {
 	Enabled     bool              `json:"enabled"`
 	State       rules.State       `json:"state"`
 	StateReason string            `json:"stateReason"`
+	Pending     bool              `json:"pending"`
 	Quarantine  *rules.Quarantine `json:"quarantine,omitempty"`
 	Expression  string            `json:"expression,omitempty"`
 	Module      moduleJSON        `json:"module"`
@@ -68,7 +69,7 @@ func toRuleJSON(v registry.View) ruleJSON {
 	}
 	out := ruleJSON{
 		ID: rec.ID, Name: rec.Name, Description: rec.Description, Severity: rec.Severity, Tags: rec.Tags,
-		Enabled: rec.Enabled, State: v.State, StateReason: v.StateReason, Quarantine: rec.Quarantine, Expression: rec.Expression,
+		Enabled: rec.Enabled, State: v.State, StateReason: v.StateReason, Pending: v.Pending, Quarantine: rec.Quarantine, Expression: rec.Expression,
 		Module: moduleJSON(rec.Module), Limits: limitsJSON{Fuel: eff.Fuel, MemoryPages: eff.MemoryPages, Share: rec.Limits.Share},
 		Version: rec.Module.Version, CreatedAt: rec.CreatedAt, UpdatedAt: rec.UpdatedAt, Stats: v.Stats,
 		Versions: make([]moduleJSON, len(rec.Versions)),
@@ -235,6 +236,7 @@ type metadataJSON struct {
 
 	State       json.RawMessage `json:"state"`
 	StateReason json.RawMessage `json:"stateReason"`
+	Pending     json.RawMessage `json:"pending"`
 	Quarantine  json.RawMessage `json:"quarantine"`
 	Module      json.RawMessage `json:"module"`
 	Versions    json.RawMessage `json:"versions"`

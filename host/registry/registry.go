@@ -9,7 +9,7 @@
 // evaluation workers never wait for a compile: they read the snapshot.
 //
 // Two locks, so that a slow store never holds up a read. Changes (Create,
-// Update, SetEnabled, Rollback, Delete, Quarantine, Sync, Republish, Load)
+// Update, SetEnabled, Rollback, Delete, Quarantine, Sync, Flush, Load)
 // take turns on the writer lock and keep it across their store calls and
 // compiles: one change at a time is what keeps the read-modify-write of a
 // record and the revision it is made from consistent on this instance, and
@@ -25,6 +25,13 @@
 // error then says so; the cache keeps the old record until the rule-sync
 // loop or the next change (whose revision check fails and syncs) reads the
 // stored one, and repeating the change is safe for the same reason.
+//
+// A quarantine the store cannot take (it is unreachable) is kept as
+// pending on the entry instead: the rule stops here at once, the API shows
+// it as pending, and Flush writes it when the store answers (see Flush for
+// the order against changes made elsewhere meanwhile). A shared store that
+// lost its rules (store.ErrReset) gets the rules this instance holds back
+// before any read or write goes on, so a loss never reads as deletions.
 package registry
 
 import (
@@ -35,6 +42,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -89,6 +97,28 @@ type entry struct {
 	loadErr string
 	strikes evaluation.Striker
 	stats   *evaluation.Stats
+	// pending is a change made here that the store could not take yet
+	// (Redis unreachable); until it is written it is what this instance
+	// shows and runs, and rec stays the stored record.
+	pending *pending
+}
+
+// pending is a queued change: the record it makes, when it was made, and
+// how to make it again on a record that changed before it.
+type pending struct {
+	rec   rules.Record
+	at    time.Time
+	event string
+	apply func(*rules.Record)
+}
+
+// current is the record in force here: the queued change, if any, over the
+// stored record.
+func (e *entry) current() rules.Record {
+	if e.pending != nil {
+		return e.pending.rec
+	}
+	return e.rec
 }
 
 // New returns an empty registry; Load fills it from the store.
@@ -194,13 +224,14 @@ func (r *Registry) publish() {
 	counts := map[rules.State]int{}
 	for _, id := range r.sortedIDs() {
 		e := r.entries[id]
-		counts[e.rec.State()]++
-		if e.rule == nil || e.rec.State() != rules.StateActive {
+		rec := e.current()
+		counts[rec.State()]++
+		if e.rule == nil || rec.State() != rules.StateActive {
 			continue
 		}
 		// Metadata may have changed without a new sandbox: refresh the view.
 		rule := *e.rule
-		rule.Name, rule.Severity, rule.Version = e.rec.Name, string(e.rec.Severity), e.rec.Module.Version
+		rule.Name, rule.Severity, rule.Version = rec.Name, string(rec.Severity), rec.Module.Version
 		e.rule = &rule
 		active = append(active, e.rule)
 	}
@@ -224,19 +255,27 @@ type View struct {
 	Record      rules.Record
 	State       rules.State
 	StateReason string
-	Stats       evaluation.StatsSnapshot
+	// Pending: the state shown was changed on this instance but is not in
+	// the store yet (it was unreachable); it is written when the store is
+	// back, and other instances do not know of it until then.
+	Pending bool
+	Stats   evaluation.StatsSnapshot
 }
 
 func (e *entry) view() View {
-	v := View{Record: e.rec, State: e.rec.State(), Stats: e.stats.Snapshot(time.Now())}
+	rec := e.current()
+	v := View{Record: rec, State: rec.State(), Pending: e.pending != nil, Stats: e.stats.Snapshot(time.Now())}
 	switch {
 	case v.State == rules.StateDisabled:
 		v.StateReason = "disabled by an operator"
 	case v.State == rules.StateQuarantined:
-		q := e.rec.Quarantine
+		q := rec.Quarantine
 		v.StateReason = fmt.Sprintf("quarantined after %d strikes: %s (trace %s, fuel used %d): %s", q.Strikes, q.Reason, q.TraceID, q.FuelUsed, q.LastError)
 	case e.loadErr != "":
 		v.StateReason = "module failed to load: " + e.loadErr
+	}
+	if v.Pending {
+		v.StateReason = strings.TrimPrefix(v.StateReason+" (recorded on this instance only: the store is unreachable; it is written when the store is back)", " ")
 	}
 	v.Record.Tags = nonNil(v.Record.Tags)
 	return v
@@ -346,12 +385,15 @@ func (r *Registry) Create(ctx context.Context, spec Spec) (View, error) {
 	}
 	// The module first: a rule record must never name bytes the store lacks.
 	// Its bytes alone are invisible, so a module write whose outcome is
-	// unknown still means the rule was not created.
-	if err := r.store.PutModule(ctx, rec.Module.SHA256, spec.Module); err != nil {
-		sb.Close(ctx)
-		return View{}, fmt.Errorf("store module of %q: %w", rec.ID, err)
-	}
-	if err := r.store.CreateRule(ctx, rec); err != nil {
+	// unknown still means the rule was not created. Both go again after a
+	// republish: the loss may have come between them.
+	err = r.afterReset(ctx, func() error {
+		if err := r.store.PutModule(ctx, rec.Module.SHA256, spec.Module); err != nil {
+			return fmt.Errorf("store module of %q: %w", rec.ID, err)
+		}
+		return r.store.CreateRule(ctx, rec)
+	})
+	if err != nil {
 		sb.Close(ctx)
 		if errors.Is(err, store.ErrExists) {
 			return View{}, fmt.Errorf("%w: %q", ErrExists, rec.ID)
@@ -547,18 +589,21 @@ func (r *Registry) change(ctx context.Context, id, event string, fn func(*entry,
 		return View{}, err
 	}
 	defer r.unlockWrites()
-	v, err := r.changeOnce(ctx, id, event, fn)
+	r.flush(ctx) // queued changes were made before this one; a failure leaves them queued
+	v, err := r.changeOnce(ctx, id, event, false, fn)
 	if errors.Is(err, store.ErrConflict) {
 		if err := r.sync(ctx); err != nil {
 			return View{}, err
 		}
-		v, err = r.changeOnce(ctx, id, event, fn)
+		v, err = r.changeOnce(ctx, id, event, false, fn)
 	}
 	return v, err
 }
 
-// changeOnce makes one attempt; call it with the writer lock held.
-func (r *Registry) changeOnce(ctx context.Context, id, event string, fn func(*entry, *rules.Record) (*installed, error)) (View, error) {
+// changeOnce makes one attempt; call it with the writer lock held. With
+// queue, a change the store cannot take now (it is unreachable) is kept as
+// pending instead of failing, when it needs no new module.
+func (r *Registry) changeOnce(ctx context.Context, id, event string, queue bool, fn func(*entry, *rules.Record) (*installed, error)) (View, error) {
 	r.mu.Lock()
 	e, ok := r.entries[id]
 	var rec rules.Record
@@ -579,7 +624,10 @@ func (r *Registry) changeOnce(ctx context.Context, id, event string, fn func(*en
 	rec.Revision++
 	// Conditional on the revision read above: a change made elsewhere in
 	// the meantime fails with ErrConflict instead of being overwritten.
-	if err := r.store.UpdateRule(ctx, rec); err != nil {
+	if err := r.afterReset(ctx, func() error { return r.store.UpdateRule(ctx, rec) }); err != nil {
+		if queue && inst == nil && errors.Is(err, store.ErrUnavailable) {
+			return r.queue(e, rec, event, func(rec *rules.Record) { fn(e, rec) }, err), nil
+		}
 		if inst != nil {
 			inst.sb.Close(ctx)
 		}
@@ -596,6 +644,7 @@ func (r *Registry) changeOnce(ctx context.Context, id, event string, fn func(*en
 		return View{}, fmt.Errorf("registry: rule %q changed while being stored (the registry is closing?): GET the rule to see its state", id)
 	}
 	e.rec = rec
+	e.pending = nil // this change came after any queued one, and wins
 	if inst != nil {
 		e.strikes.Clear()
 		r.swapSandbox(ctx, e, inst.sb, inst.module)
@@ -603,6 +652,128 @@ func (r *Registry) changeOnce(ctx context.Context, id, event string, fn func(*en
 	r.publish()
 	r.logger.Info(event, "rule_id", id, "state", string(rec.State()), "version", rec.Module.Version)
 	return e.view(), nil
+}
+
+// queue keeps a change the store could not take as pending on e: this
+// instance shows and runs it from now on, and flush writes it later.
+func (r *Registry) queue(e *entry, rec rules.Record, event string, apply func(*rules.Record), cause error) View {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	e.pending = &pending{rec: rec, at: rec.UpdatedAt, event: event, apply: apply}
+	r.publish()
+	r.metrics.pending.Set(float64(r.pendingCount()))
+	r.logger.Warn(event+" on this instance only: the store is unreachable, so the change is queued and written when it is back",
+		"rule_id", rec.ID, "state", string(rec.State()), "err", cause)
+	return e.view()
+}
+
+// pendingCount counts queued changes; call it with mu held.
+func (r *Registry) pendingCount() int {
+	n := 0
+	for _, e := range r.entries {
+		if e.pending != nil {
+			n++
+		}
+	}
+	return n
+}
+
+// Flush writes the changes queued while the store was unreachable, oldest
+// rule ID first; it returns the first failure that leaves changes queued.
+// A queued change is written on the record it was made from. If the rule
+// changed elsewhere since, a change made after the queued one (by
+// UpdatedAt) wins and the queued one is dropped, so an enable made anywhere
+// after the store came back is never undone by a stale quarantine; a
+// change made before it gets the queued change applied on top.
+func (r *Registry) Flush(ctx context.Context) error {
+	r.mu.Lock()
+	n := r.pendingCount()
+	r.mu.Unlock()
+	if n == 0 {
+		return nil
+	}
+	if err := r.lockWrites(ctx); err != nil {
+		return fmt.Errorf("registry: write queued rule changes: %w", err)
+	}
+	defer r.unlockWrites()
+	return r.flush(ctx)
+}
+
+// flush is Flush with the writer lock held.
+func (r *Registry) flush(ctx context.Context) error {
+	type queued struct {
+		e *entry
+		p *pending
+	}
+	var all []queued
+	r.mu.Lock()
+	for _, id := range r.sortedIDs() {
+		if e := r.entries[id]; e.pending != nil {
+			all = append(all, queued{e, e.pending})
+		}
+	}
+	r.mu.Unlock()
+	if len(all) == 0 {
+		return nil
+	}
+	defer func() {
+		r.mu.Lock()
+		r.metrics.pending.Set(float64(r.pendingCount()))
+		r.mu.Unlock()
+	}()
+	resync := false
+	for _, q := range all {
+		rec := q.p.rec
+		err := r.afterReset(ctx, func() error { return r.store.UpdateRule(ctx, rec) })
+		if errors.Is(err, store.ErrConflict) || errors.Is(err, store.ErrNotFound) {
+			var stored rules.Record
+			stored, err = r.store.Rule(ctx, rec.ID)
+			switch {
+			case errors.Is(err, store.ErrNotFound) || (err == nil && stored.UpdatedAt.After(q.p.at)):
+				r.drop(q.e, q.p, stored)
+				resync = true
+				continue
+			case err == nil:
+				rec = stored
+				rec.Tags, rec.Versions = slices.Clone(rec.Tags), slices.Clone(rec.Versions)
+				q.p.apply(&rec)
+				rec.UpdatedAt, rec.Revision = r.now().UTC(), stored.Revision+1
+				err = r.store.UpdateRule(ctx, rec)
+			}
+		}
+		if err != nil {
+			return fmt.Errorf("registry: write the queued change of rule %q: %w", rec.ID, err)
+		}
+		r.mu.Lock()
+		if q.e.pending == q.p {
+			q.e.pending = nil
+		}
+		if rec.Revision > q.e.rec.Revision {
+			q.e.rec = rec
+		}
+		r.publish()
+		r.mu.Unlock()
+		r.logger.Info(q.p.event+": the change queued while the store was unreachable is written", "rule_id", rec.ID, "state", string(rec.State()))
+	}
+	if resync {
+		return r.sync(ctx)
+	}
+	return nil
+}
+
+// drop forgets a queued change that a later change elsewhere overrides.
+func (r *Registry) drop(e *entry, p *pending, stored rules.Record) {
+	r.mu.Lock()
+	if e.pending == p {
+		e.pending = nil
+	}
+	r.publish()
+	r.mu.Unlock()
+	if stored.Quarantine == nil {
+		e.strikes.Clear()
+	}
+	r.logger.Info("a change queued while the store was unreachable is dropped: the rule changed elsewhere after it",
+		"rule_id", p.rec.ID, "queued", p.event, "queued_at", p.at, "changed_at", stored.UpdatedAt)
 }
 
 func (r *Registry) exists(id string) bool {
@@ -629,7 +800,11 @@ func (r *Registry) Sync(ctx context.Context) error {
 // can land between the read and the install, so a rule missing from the
 // listing was deleted, not created after it was read.
 func (r *Registry) sync(ctx context.Context) error {
-	recs, err := r.store.ListRules(ctx)
+	var recs []rules.Record
+	err := r.afterReset(ctx, func() (err error) {
+		recs, err = r.store.ListRules(ctx)
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("registry: sync rules: %w", err)
 	}
@@ -721,42 +896,48 @@ func (r *Registry) refresh(ctx context.Context, recs []rules.Record, failed stri
 	return changed
 }
 
-// Republish writes every rule this instance holds, with its module, back to
-// the store. A shared store that restarted without its data would otherwise
-// read as "every rule deleted"; the instances still hold the rules and put
-// them back. Rules already in the store are left as they are. It returns how
-// many rules were written.
-func (r *Registry) Republish(ctx context.Context) (int, error) {
-	if err := r.lockWrites(ctx); err != nil {
-		return 0, fmt.Errorf("registry: republish: %w", err)
+// afterReset runs a store call; when the store lost its rules since this
+// instance last read them (store.ErrReset), it puts back the rules held
+// first and runs the call once more. So a listing of an emptied store is
+// never taken for "every rule deleted", and a write never starts a new
+// rule set beside the lost one. Call it with the writer lock held.
+func (r *Registry) afterReset(ctx context.Context, call func() error) error {
+	err := call()
+	if !errors.Is(err, store.ErrReset) {
+		return err
 	}
-	defer r.unlockWrites()
-	type held struct {
-		rec    rules.Record
-		module []byte
+	if err := r.republish(ctx); err != nil {
+		return err
 	}
-	var all []held
+	return call()
+}
+
+// republish writes every rule this instance holds, with its module, back to
+// a store that lost them, in one step (store.Republisher): rules already
+// there at the same or a later revision, and rules deleted since the loss,
+// are left as they are. Queued changes are not part of it: flush writes
+// them on top.
+func (r *Registry) republish(ctx context.Context) error {
+	rp, ok := r.store.(store.Republisher)
+	if !ok {
+		return fmt.Errorf("registry: the store lost its rules and cannot take them back; restart this instance: %w", store.ErrReset)
+	}
+	var held []store.HeldRule
 	r.mu.Lock()
 	for _, id := range r.sortedIDs() {
 		if e := r.entries[id]; e.module != nil { // nil: never loaded here, nothing to put back
-			all = append(all, held{e.rec, e.module})
+			held = append(held, store.HeldRule{Record: e.rec, Module: e.module})
 		}
 	}
 	r.mu.Unlock()
-	n := 0
-	for _, h := range all {
-		if err := r.store.PutModule(ctx, h.rec.Module.SHA256, h.module); err != nil {
-			return n, fmt.Errorf("registry: republish module of %q: %w", h.rec.ID, err)
-		}
-		if err := r.store.CreateRule(ctx, h.rec); err != nil {
-			if errors.Is(err, store.ErrExists) {
-				continue
-			}
-			return n, fmt.Errorf("registry: republish rule %q: %w", h.rec.ID, err)
-		}
-		n++
+	n, err := rp.RepublishRules(ctx, held)
+	if err != nil {
+		return fmt.Errorf("registry: put back the rules this instance holds after the store lost them: %w", err)
 	}
-	return n, nil
+	r.metrics.republished.Add(float64(n))
+	r.logger.Error("the store lost its rules (Redis restarted empty or was flushed): put back the rules this instance holds; violations stored before the loss are gone, check Redis persistence",
+		"rules_written", n, "rules_held", len(held))
+	return nil
 }
 
 // Delete removes a rule; its module bytes stay in the store.
@@ -770,7 +951,7 @@ func (r *Registry) Delete(ctx context.Context, id string) error {
 	}
 	// Deleting a rule already gone is no error, so a delete whose outcome
 	// was unknown can simply be repeated.
-	if err := r.store.DeleteRule(ctx, id); err != nil && !errors.Is(err, store.ErrNotFound) {
+	if err := r.afterReset(ctx, func() error { return r.store.DeleteRule(ctx, id) }); err != nil && !errors.Is(err, store.ErrNotFound) {
 		return writeErr(fmt.Sprintf("delete rule %q", id), err)
 	}
 	r.mu.Lock()
@@ -794,11 +975,25 @@ func (r *Registry) Quarantine(ctx context.Context, id string, q rules.Quarantine
 		return nil // another worker or instance got there first
 	}
 	r.metrics.quarantines.WithLabelValues(id).Inc()
-	_, err := r.change(ctx, id, "rule quarantined", func(e *entry, rec *rules.Record) (*installed, error) {
+	if err := r.lockWrites(ctx); err != nil {
+		return err
+	}
+	defer r.unlockWrites()
+	r.flush(ctx)
+	quarantine := func(e *entry, rec *rules.Record) (*installed, error) {
 		rec.Quarantine = &q
 		return nil, nil
-	})
-	if err == nil {
+	}
+	// Queued when the store is unreachable: the rule has stopped here
+	// already, and the quarantine must reach the others when it is back.
+	v, err := r.changeOnce(ctx, id, "rule quarantined", true, quarantine)
+	if errors.Is(err, store.ErrConflict) {
+		if err := r.sync(ctx); err != nil {
+			return err
+		}
+		v, err = r.changeOnce(ctx, id, "rule quarantined", true, quarantine)
+	}
+	if err == nil && !v.Pending {
 		r.logger.Warn("rule quarantined: it will not run until enabled again", "rule_id", id, "reason", q.Reason, "trace_id", q.TraceID, "fuel_used", q.FuelUsed, "last_error", q.LastError)
 	}
 	return err
@@ -820,6 +1015,8 @@ func (r *Registry) Close(ctx context.Context) {
 type metrics struct {
 	rules       *prometheus.GaugeVec
 	quarantines *prometheus.CounterVec
+	republished prometheus.Counter
+	pending     prometheus.Gauge
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -827,7 +1024,11 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		rules: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "betrace_rules", Help: "Rules by state (active, disabled, quarantined)."}, []string{"state"}),
 		quarantines: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "betrace_rule_quarantines_total",
 			Help: "Times a rule was quarantined after repeated sandbox faults."}, []string{"rule_id"}),
+		republished: prometheus.NewCounter(prometheus.CounterOpts{Name: "betrace_rules_republished_total",
+			Help: "Rules this instance wrote back to the store after it lost them (Redis restarted empty or was flushed)."}),
+		pending: prometheus.NewGauge(prometheus.GaugeOpts{Name: "betrace_rule_changes_pending",
+			Help: "Rule changes made on this instance (quarantines) that the store could not take yet; written when it is back."}),
 	}
-	reg.MustRegister(m.rules, m.quarantines)
+	reg.MustRegister(m.rules, m.quarantines, m.republished, m.pending)
 	return m
 }

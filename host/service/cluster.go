@@ -2,6 +2,7 @@ package service
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"time"
@@ -13,6 +14,7 @@ import (
 	"github.com/betracehq/betrace/host/evaluation"
 	"github.com/betracehq/betrace/host/internal/bearer"
 	"github.com/betracehq/betrace/host/registry"
+	"github.com/betracehq/betrace/host/store"
 	"github.com/betracehq/betrace/host/store/redisstore"
 )
 
@@ -36,8 +38,9 @@ type clustered struct {
 	now     func() time.Time
 	syncLag prometheus.Gauge
 
-	stop chan struct{}
-	done chan struct{}
+	stop    chan struct{}
+	done    chan struct{}
+	syncing bool // the sync loop was started; set before Start returns
 }
 
 func newClustered(cfg Config, logger *slog.Logger, reg prometheus.Registerer, now func() time.Time) (*clustered, error) {
@@ -90,6 +93,7 @@ func (c *clustered) Start(ctx context.Context) error {
 	if err := c.spool.Start(ctx); err != nil {
 		return err
 	}
+	c.syncing = true
 	go c.syncLoop()
 	return nil
 }
@@ -116,27 +120,32 @@ func (c *clustered) syncLoop() {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		v, err := c.store.RulesVersion(ctx)
-		if err == nil && v == 0 && len(c.rules.List()) > 0 {
-			// Every change leaves a version behind, so a missing one while
-			// this instance holds rules means Redis lost its data (it
-			// restarted without persistence). Put the rules back rather
-			// than read the emptiness as "all rules deleted".
-			var n int
-			if n, err = c.rules.Republish(ctx); err == nil && n > 0 {
-				c.logger.Error("Redis lost its data: republished this instance's rules; violations stored before the loss are gone", "rules", n)
+		// Redis lost the rules (restarted empty, flushed) even if a rule was
+		// written since: Sync puts back what this instance holds before it
+		// reads the set, and so never takes the loss for deletions.
+		reset := errors.Is(err, store.ErrReset)
+		if reset {
+			err = nil
+		}
+		if err == nil {
+			// Changes queued while Redis was unreachable. One that cannot be
+			// written stays queued and must not hold up syncing the others.
+			if ferr := c.rules.Flush(ctx); ferr != nil {
+				c.logger.Debug("queued rule changes not written yet", "err", ferr)
 			}
-			cancel()
-			continue
 		}
 		if err == nil {
 			err = c.syncToken(ctx)
 		}
-		if err == nil && v != applied {
+		if err == nil && (reset || v != applied) {
 			if err = c.rules.Sync(ctx); err == nil {
-				if applied >= 0 {
+				if applied >= 0 && !reset {
 					c.observeLag() // a change made while running, not the state found at start
 				}
 				applied = v
+				if reset {
+					applied = -1 // the version read was of the lost set
+				}
 			}
 		}
 		cancel()
@@ -185,7 +194,9 @@ func (c *clustered) Shutdown(ctx context.Context) error {
 	case <-c.stop:
 	default:
 		close(c.stop)
-		<-c.done
+		if c.syncing { // a start-up that failed before the loop began has none to wait for
+			<-c.done
+		}
 	}
 	return c.spool.Shutdown(ctx)
 }

@@ -41,6 +41,12 @@ var (
 	// is used up. Nothing of the write was kept; the same write succeeds
 	// once space is freed, so callers retry rather than give up.
 	ErrFull = errors.New("disk full")
+	// ErrReset: a shared store no longer holds the rules the caller last
+	// read from it (Redis restarted empty, or was flushed), or another
+	// instance has since put them back. Nothing was written. The caller
+	// should put back the rules it holds (Republisher) and then retry;
+	// it must not take the stored set for the rules that exist.
+	ErrReset = errors.New("the shared store lost its rules")
 )
 
 // CheckFull returns err wrapped with ErrFull when the operating system
@@ -77,6 +83,23 @@ type Rules interface {
 	// Module returns the bytes stored under sha256, verifying the digest
 	// (ErrCorrupt on mismatch, ErrNotFound if absent).
 	Module(ctx context.Context, sha256 string) ([]byte, error)
+}
+
+// HeldRule is a rule an instance holds, with the bytes of its module in
+// force.
+type HeldRule struct {
+	Record rules.Record
+	Module []byte
+}
+
+// Republisher is a shared store that can lose its data while instances
+// still hold the rules (Redis without persistence). RepublishRules writes
+// them back in one step, so that no reader sees part of them: a rule is
+// written when it is missing (unless it was deleted since the loss) or
+// stored at a lower revision. It answers how many it wrote. Afterwards the
+// store no longer answers ErrReset to this caller for the same loss.
+type Republisher interface {
+	RepublishRules(ctx context.Context, held []HeldRule) (int, error)
 }
 
 // Violations stores violations with bounded retention, and counts them.

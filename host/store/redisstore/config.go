@@ -3,6 +3,8 @@ package redisstore
 import (
 	"errors"
 	"fmt"
+	"net"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -11,13 +13,14 @@ import (
 // Defaults for Config.
 const (
 	DefaultPrefix        = "betrace:"
-	DefaultMaxViolations = 250_000 // about 1.5 KB of Redis memory each
+	DefaultMaxViolations = 250_000 // see the package doc for the memory each needs
 	// DefaultMaxViolationsPerRule is a tenth of the total: a storming
 	// rule can take at most that, leaving nine tenths to the others.
 	DefaultMaxViolationsPerRule = 25_000
 	DefaultMaxViolationAge      = 7 * 24 * time.Hour
 	DefaultTimeout              = 2 * time.Second
 	DefaultDedupTTL             = time.Hour
+	DefaultTrimInterval         = time.Minute
 )
 
 // Config configures a Redis store. A zero field means its default.
@@ -47,6 +50,11 @@ type Config struct {
 	// nothing (see the package doc). Default 1h; a negative value (-1)
 	// disables de-duplication.
 	DedupTTL time.Duration
+	// TrimInterval is how often the store applies retention by itself,
+	// besides on every append, so that violations past MaxViolationAge go
+	// even when nothing is appended. Default 1 minute; negative turns it
+	// off.
+	TrimInterval time.Duration
 }
 
 // DefaultConfig returns the defaults; the caller sets URL.
@@ -58,6 +66,7 @@ func DefaultConfig() Config {
 		MaxViolationAge:      DefaultMaxViolationAge,
 		Timeout:              DefaultTimeout,
 		DedupTTL:             DefaultDedupTTL,
+		TrimInterval:         DefaultTrimInterval,
 	}
 }
 
@@ -66,8 +75,7 @@ func (c Config) Validate() error {
 	var errs []error
 	if c.URL == "" {
 		errs = append(errs, errors.New("redisstore: config: URL is not set: set BETRACE_REDIS_URL, e.g. redis://localhost:6379/0"))
-	} else if _, err := redis.ParseURL(c.URL); err != nil {
-		// ParseURL's errors quote the offending part, never the password.
+	} else if _, err := parseURL(c.URL); err != nil {
 		errs = append(errs, fmt.Errorf("redisstore: config: URL: %w", err))
 	}
 	if c.MaxViolations < 0 {
@@ -107,7 +115,30 @@ func (c Config) withDefaults() Config {
 	if c.DedupTTL == 0 {
 		c.DedupTTL = DefaultDedupTTL
 	}
+	if c.TrimInterval == 0 {
+		c.TrimInterval = DefaultTrimInterval
+	}
 	return c
+}
+
+// parseURL is how Open reads the URL, and so how Validate checks it: what
+// passes here is what start-up dials. redis.ParseURL takes
+// "redis://h1:6379,h2:6379" for one host named "h1:6379,h2" and leaves
+// the failure to the dial; a list of addresses is refused here instead.
+// Its errors quote the offending part, never the password.
+func parseURL(u string) (*redis.Options, error) {
+	opt, err := redis.ParseURL(u)
+	if err != nil {
+		return nil, err
+	}
+	host, _, err := net.SplitHostPort(opt.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("address %q: %w", opt.Addr, err)
+	}
+	if strings.ContainsAny(host, ",; ") {
+		return nil, fmt.Errorf("%q is several addresses or not a host name: give the one address of the Redis primary (standalone, or the endpoint of Sentinel or a managed service; Redis Cluster is not supported)", host)
+	}
+	return opt, nil
 }
 
 // dedup reports whether de-duplication is on.

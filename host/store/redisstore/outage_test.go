@@ -85,6 +85,13 @@ func TestOutage(t *testing.T) {
 
 	srv.Start()
 	waitUp(t, s)
+	// Empty: the store knows, and writes nothing until told to go on.
+	if err := s.CreateRule(bg, storetest.Rule("early", 1)); !errors.Is(err, store.ErrReset) {
+		t.Fatalf("create rule after an empty restart: %v, want ErrReset", err)
+	}
+	if _, err := s.RepublishRules(bg, nil); err != nil {
+		t.Fatal(err)
+	}
 	checkWorks(t, s, "after restart")
 	// The subscription comes back by itself: the hint of a change made
 	// now arrives, maybe after the re-subscription's hint.

@@ -344,6 +344,8 @@ func TestKeyLayout(t *testing.T) {
 		"layout:module:" + storetest.Digest(nil): "string",
 		"layout:rules":                           "hash",
 		"layout:rules:version":                   "string",
+		"layout:rules:generation":                "string",
+		"layout:rules:deleted":                   "set",
 		"layout:violations":                      "zset",
 		"layout:violations:data":                 "hash",
 		"layout:violations:index":                "zset",

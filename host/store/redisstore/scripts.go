@@ -11,9 +11,18 @@ import "github.com/redis/go-redis/v9"
 
 // Rule scripts answer {status, version}: status "ok" (version is the new
 // rules version), "same" (the stored record already is this one: a retry),
-// "exists", "missing", "conflict" (version is the stored revision) or
-// "corrupt". Each takes KEYS rules, version, and its last two ARGV are the
+// "exists", "missing", "conflict" (version is the stored revision),
+// "corrupt" or "reset" (the generation is not the caller's: Redis lost its
+// data, or another instance put the rules back, since the caller last read
+// them; nothing was written). Each takes KEYS rules, version, generation,
+// deleted, and its last three ARGV are the generation the caller read, the
 // channel to publish on and the current Unix time in milliseconds.
+//
+// The generation is a random value that exists as long as the rules do: a
+// read creates it when it is missing, and every write must name it. Redis
+// that lost its data loses it with the rules, so a write into an emptied
+// Redis is refused however soon after the loss it comes, instead of
+// starting a rule set that other instances would take for the whole one.
 
 // luaBump increments the rules version and publishes it. A version that
 // does not exist yet starts at the current time in milliseconds, so that
@@ -27,20 +36,27 @@ local function bump()
 end
 `
 
+// luaRuleWrite is luaBump and the generation check every rule write
+// starts with.
+const luaRuleWrite = luaBump + `
+if redis.call('GET', KEYS[3]) ~= ARGV[#ARGV - 2] then return {'reset', 0} end
+`
+
 // scriptCreateRule: ARGV id, record.
-var scriptCreateRule = redis.NewScript(luaBump + `
+var scriptCreateRule = redis.NewScript(luaRuleWrite + `
 local cur = redis.call('HGET', KEYS[1], ARGV[1])
 if cur then
   if cur == ARGV[2] then return {'same', 0} end
   return {'exists', 0}
 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('SREM', KEYS[4], ARGV[1])
 return {'ok', bump()}
 `)
 
 // scriptUpdateRule: ARGV id, record, the revision the stored record must
 // have.
-var scriptUpdateRule = redis.NewScript(luaBump + `
+var scriptUpdateRule = redis.NewScript(luaRuleWrite + `
 local cur = redis.call('HGET', KEYS[1], ARGV[1])
 if not cur then return {'missing', 0} end
 if cur == ARGV[2] then return {'same', 0} end
@@ -54,19 +70,70 @@ redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 return {'ok', bump()}
 `)
 
-// scriptDeleteRule: ARGV id.
-var scriptDeleteRule = redis.NewScript(luaBump + `
+// scriptDeleteRule: ARGV id. The ID is remembered as deleted, so that an
+// instance putting back rules after a data loss does not bring back one
+// deleted since.
+var scriptDeleteRule = redis.NewScript(luaRuleWrite + `
 if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return {'missing', 0} end
+redis.call('SADD', KEYS[4], ARGV[1])
 return {'ok', bump()}
 `)
 
-// scriptRulesSnapshot: KEYS rules, version. Answers {version, id, record,
-// id, record, ...} from one instant.
-var scriptRulesSnapshot = redis.NewScript(`
-local out = {tonumber(redis.call('GET', KEYS[2]) or '0')}
+// luaGeneration reads the generation (KEYS[3]), creating it as ARGV[1]
+// when it is missing.
+const luaGeneration = `
+local gen = redis.call('GET', KEYS[3])
+if not gen then
+  gen = ARGV[1]
+  redis.call('SET', KEYS[3], gen)
+end
+`
+
+// scriptRulesSnapshot: KEYS rules, version, generation; ARGV a new
+// generation. Answers {version, generation, id, record, id, record, ...}
+// from one instant.
+var scriptRulesSnapshot = redis.NewScript(luaGeneration + `
+local out = {tonumber(redis.call('GET', KEYS[2]) or '0'), gen}
 local all = redis.call('HGETALL', KEYS[1])
 for i = 1, #all do out[#out + 1] = all[i] end
 return out
+`)
+
+// scriptRulesVersion: KEYS rules, version, generation; ARGV a new
+// generation. Answers {version, generation}.
+var scriptRulesVersion = redis.NewScript(luaGeneration + `
+return {tonumber(redis.call('GET', KEYS[2]) or '0'), gen}
+`)
+
+// scriptRepublish puts back rules an instance holds, in one step, so that
+// no reader sees half of them. KEYS rules, version, generation, deleted.
+// ARGV: a new generation (used if there is none), the number of rules,
+// then per rule its ID, record and revision, then the channel and the
+// current Unix time in milliseconds. A rule is written when it is missing
+// and was not deleted since the generation began, or when the stored
+// record has a lower revision; the version is bumped once if anything was
+// written. Answers {written, version, generation}.
+var scriptRepublish = redis.NewScript(luaBump + luaGeneration + `
+local n, written = tonumber(ARGV[2]), 0
+for i = 0, n - 1 do
+  local id, rec, rev = ARGV[3 + 3 * i], ARGV[4 + 3 * i], tonumber(ARGV[5 + 3 * i])
+  if redis.call('SISMEMBER', KEYS[4], id) == 0 then
+    local cur = redis.call('HGET', KEYS[1], id)
+    local write = not cur
+    if cur and cur ~= rec then
+      local ok, r = pcall(cjson.decode, cur)
+      local have = ok and type(r) == 'table' and r['revision']
+      write = type(have) ~= 'number' or have < rev
+    end
+    if write then
+      redis.call('HSET', KEYS[1], id, rec)
+      written = written + 1
+    end
+  end
+end
+local v
+if written > 0 then v = bump() else v = tonumber(redis.call('GET', KEYS[2]) or '0') end
+return {written, v, gen}
 `)
 
 // scriptPutModule: KEYS module; ARGV bytes. Writes unless the same bytes

@@ -2,6 +2,7 @@ package redisstore
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -31,6 +32,8 @@ type keys struct {
 	rules        string // hash: rule ID → record JSON
 	rulesVersion string // counter, bumped by every rule change
 	rulesChanged string // pub/sub channel: the new rules version
+	generation   string // string: random, exists as long as the rules do
+	deleted      string // set: IDs of rules deleted in this generation
 	violations   string // sorted set: violation keys
 	data         string // hash: violation key → value
 	index        string // sorted set: filter prefix + violation key
@@ -44,6 +47,8 @@ func newKeys(prefix string) keys {
 		rules:        prefix + "rules",
 		rulesVersion: prefix + "rules:version",
 		rulesChanged: prefix + "rules:changed",
+		generation:   prefix + "rules:generation",
+		deleted:      prefix + "rules:deleted",
 		violations:   prefix + "violations",
 		data:         prefix + "violations:data",
 		index:        prefix + "violations:index",
@@ -81,6 +86,12 @@ type Store struct {
 
 	trimmed    atomic.Uint64
 	duplicates atomic.Uint64
+
+	stopTrim chan struct{} // closed by Close
+	trimDone chan struct{} // closed when the trim timer has stopped
+
+	genMu sync.Mutex
+	gen   string // the rules generation last read or written; "" before any
 }
 
 var _ store.Store = (*Store)(nil)
@@ -97,7 +108,7 @@ func Open(ctx context.Context, cfg Config, now func() time.Time) (*Store, error)
 	if now == nil {
 		now = time.Now
 	}
-	opt, err := redis.ParseURL(cfg.URL)
+	opt, err := parseURL(cfg.URL)
 	if err != nil {
 		return nil, fmt.Errorf("redisstore: config: URL: %w", err)
 	}
@@ -126,6 +137,9 @@ func Open(ctx context.Context, cfg Config, now func() time.Time) (*Store, error)
 		addr: opt.Addr,
 		k:    newKeys(cfg.Prefix),
 		subs: map[*subscription]struct{}{},
+
+		stopTrim: make(chan struct{}),
+		trimDone: make(chan struct{}),
 	}
 	c, cancel := context.WithTimeout(ctx, cfg.Timeout)
 	defer cancel()
@@ -140,7 +154,29 @@ func Open(ctx context.Context, cfg Config, now func() time.Time) (*Store, error)
 		return nil, fmt.Errorf("redisstore: open: cannot reach Redis at %s: %w: %w (check BETRACE_REDIS_URL and that Redis is running and reachable)",
 			s.addr, store.ErrUnavailable, err)
 	}
+	go s.trimLoop()
 	return s, nil
+}
+
+// trimLoop applies retention every TrimInterval: appends trim as they
+// write, but violations past their age must go when nothing is appended
+// too. Every instance runs it; a trim with nothing due costs Redis two
+// range reads. A failure waits for the next tick, or the next append.
+func (s *Store) trimLoop() {
+	defer close(s.trimDone)
+	if s.cfg.TrimInterval < 0 {
+		return
+	}
+	tick := time.NewTicker(s.cfg.TrimInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-s.stopTrim:
+			return
+		case <-tick.C:
+			s.Trim(context.Background())
+		}
+	}
 }
 
 // speaksPlainRedis reports whether addr answers a plain-text PING, to tell
@@ -199,6 +235,8 @@ func (s *Store) Close() error {
 		subs = append(subs, sub)
 	}
 	s.subsMu.Unlock()
+	close(s.stopTrim)
+	<-s.trimDone
 	for _, sub := range subs {
 		sub.stop()
 	}
@@ -297,23 +335,12 @@ func (e maybeApplied) Unwrap() error        { return e.error }
 
 func ruleOp(verb, id string) string { return fmt.Sprintf("%s rule %q", verb, id) }
 
-// ListRules returns every rule, ordered by ID.
+// ListRules returns every rule, ordered by ID. It fails with
+// store.ErrReset when Redis no longer holds the rules generation this store
+// read before: the rules are then not the set that exists.
 func (s *Store) ListRules(ctx context.Context) ([]rules.Record, error) {
-	const op = "list rules"
-	c, cancel, err := s.enter(ctx, op)
-	if err != nil {
-		return nil, err
-	}
-	defer cancel()
-	all, err := s.rdb.HGetAll(c, s.k.rules).Result()
-	if err != nil {
-		return nil, s.fail(ctx, op, err)
-	}
-	out, err := decodeRules(all)
-	if err != nil {
-		return nil, fmt.Errorf("redisstore: %s: %w", op, err)
-	}
-	return out, nil
+	_, out, err := s.snapshot(ctx, "list rules")
+	return out, err
 }
 
 func decodeRules(all map[string]string) ([]rules.Record, error) {
@@ -352,15 +379,24 @@ func (s *Store) Rule(ctx context.Context, id string) (rules.Record, error) {
 }
 
 // ruleWrite runs a rule script and maps its status to an error; rev is
-// the revision an update must find, for the conflict message.
+// the revision an update must find, for the conflict message. The script
+// writes only into the generation this store last saw, which a read
+// learns first if there is none yet.
 func (s *Store) ruleWrite(ctx context.Context, op string, rev int64, script *redis.Script, args ...any) error {
 	c, cancel, err := s.enter(ctx, op)
 	if err != nil {
 		return err
 	}
 	defer cancel()
-	args = append(args, s.k.rulesChanged, s.now().UnixMilli())
-	res, err := script.Run(c, s.rdb, []string{s.k.rules, s.k.rulesVersion}, args...).Slice()
+	gen := s.generation()
+	if gen == "" {
+		if _, err := s.rulesVersion(ctx, c, op); err != nil {
+			return err
+		}
+		gen = s.generation()
+	}
+	args = append(args, gen, s.k.rulesChanged, s.now().UnixMilli())
+	res, err := script.Run(c, s.rdb, s.ruleKeys(), args...).Slice()
 	if err != nil {
 		if maybeSent(err) {
 			return maybeApplied{s.fail(ctx, op, err)}
@@ -384,8 +420,48 @@ func (s *Store) ruleWrite(ctx context.Context, op string, rev int64, script *red
 		return fmt.Errorf("redisstore: %s: %w: stored revision is %d, this update is revision %d", op, store.ErrConflict, n, rev+1)
 	case "corrupt":
 		return fmt.Errorf("redisstore: %s: %w: the stored record is not JSON with a numeric revision", op, store.ErrCorrupt)
+	case "reset":
+		return s.resetErr(op)
 	}
 	return fmt.Errorf("redisstore: %s: unexpected script reply %v", op, res)
+}
+
+func (s *Store) ruleKeys() []string {
+	return []string{s.k.rules, s.k.rulesVersion, s.k.generation, s.k.deleted}
+}
+
+func (s *Store) resetErr(op string) error {
+	return fmt.Errorf("redisstore: %s: %w: Redis at %s no longer holds the rules generation this instance read (it lost its data, or another instance put the rules back since); nothing was written: put back the rules held (RepublishRules), then retry",
+		op, store.ErrReset, s.addr)
+}
+
+func (s *Store) generation() string {
+	s.genMu.Lock()
+	defer s.genMu.Unlock()
+	return s.gen
+}
+
+// observe checks a generation read from Redis against the one this store
+// last saw: the first is adopted, a different one is ErrReset and is not
+// adopted, so every read keeps reporting the loss until RepublishRules.
+func (s *Store) observe(op, gen string) error {
+	s.genMu.Lock()
+	defer s.genMu.Unlock()
+	switch s.gen {
+	case gen:
+		return nil
+	case "":
+		s.gen = gen
+		return nil
+	}
+	return s.resetErr(op)
+}
+
+// newGeneration is a value that no earlier generation had.
+func newGeneration() string {
+	var b [16]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
 }
 
 // CreateRule stores a new rule as given, or returns store.ErrExists. It
@@ -494,7 +570,9 @@ func (s *Store) Module(ctx context.Context, sha string) ([]byte, error) {
 // milliseconds, so that versions keep growing even if Redis loses its
 // data (and with it the rules). A cache holding the rules of version v is
 // current while RulesVersion returns v; it should reload whenever the
-// version differs from v.
+// version differs from v. It fails with store.ErrReset once Redis lost the
+// rules generation this store read before, even when nothing was written
+// since.
 func (s *Store) RulesVersion(ctx context.Context) (int64, error) {
 	const op = "get rules version"
 	c, cancel, err := s.enter(ctx, op)
@@ -502,39 +580,59 @@ func (s *Store) RulesVersion(ctx context.Context) (int64, error) {
 		return 0, err
 	}
 	defer cancel()
-	v, err := s.rdb.Get(c, s.k.rulesVersion).Int64()
-	if errors.Is(err, redis.Nil) {
-		return 0, nil
-	}
+	return s.rulesVersion(ctx, c, op)
+}
+
+func (s *Store) rulesVersion(ctx, c context.Context, op string) (int64, error) {
+	res, err := scriptRulesVersion.Run(c, s.rdb, s.ruleKeys()[:3], newGeneration()).Slice()
 	if err != nil {
-		var num *strconv.NumError
-		if errors.As(err, &num) {
-			return 0, fmt.Errorf("redisstore: %s: %w: %v", op, store.ErrCorrupt, err)
-		}
 		return 0, s.fail(ctx, op, err)
+	}
+	v, gen, ok := versionAndGeneration(res)
+	if !ok {
+		return 0, fmt.Errorf("redisstore: %s: unexpected script reply %v", op, res)
+	}
+	if err := s.observe(op, gen); err != nil {
+		return 0, err
 	}
 	return v, nil
 }
 
+func versionAndGeneration(res []any) (int64, string, bool) {
+	if len(res) < 2 {
+		return 0, "", false
+	}
+	v, ok1 := res[0].(int64)
+	gen, ok2 := res[1].(string)
+	return v, gen, ok1 && ok2 && gen != ""
+}
+
 // RulesSnapshot returns every rule, ordered by ID, and the rules version
-// they are at, read in one instant: no change is half in the snapshot.
+// they are at, read in one instant: no change is half in the snapshot. It
+// fails with store.ErrReset as ListRules does.
 func (s *Store) RulesSnapshot(ctx context.Context) (int64, []rules.Record, error) {
-	const op = "snapshot rules"
+	return s.snapshot(ctx, "snapshot rules")
+}
+
+func (s *Store) snapshot(ctx context.Context, op string) (int64, []rules.Record, error) {
 	c, cancel, err := s.enter(ctx, op)
 	if err != nil {
 		return 0, nil, err
 	}
 	defer cancel()
-	res, err := scriptRulesSnapshot.Run(c, s.rdb, []string{s.k.rules, s.k.rulesVersion}).Slice()
+	res, err := scriptRulesSnapshot.Run(c, s.rdb, s.ruleKeys()[:3], newGeneration()).Slice()
 	if err != nil {
 		return 0, nil, s.fail(ctx, op, err)
 	}
-	version, ok := res[0].(int64)
-	if !ok || len(res)%2 != 1 {
+	version, gen, ok := versionAndGeneration(res)
+	if !ok || len(res)%2 != 0 {
 		return 0, nil, fmt.Errorf("redisstore: %s: unexpected script reply", op)
 	}
+	if err := s.observe(op, gen); err != nil {
+		return 0, nil, err
+	}
 	all := make(map[string]string, len(res)/2)
-	for i := 1; i+1 < len(res); i += 2 {
+	for i := 2; i+1 < len(res); i += 2 {
 		id, _ := res[i].(string)
 		all[id], _ = res[i+1].(string)
 	}
@@ -543,4 +641,57 @@ func (s *Store) RulesSnapshot(ctx context.Context) (int64, []rules.Record, error
 		return 0, nil, fmt.Errorf("redisstore: %s: %w", op, err)
 	}
 	return version, out, nil
+}
+
+// RepublishRules writes back the rules an instance holds after Redis lost
+// its data, in one script: a reader sees all of them or none, and the
+// version moves once. A rule is written when it is missing, unless it was
+// deleted since the loss, or when the stored record has a lower revision;
+// the others stay as they are. Modules are written first, one by one: bytes
+// no record names are invisible. Afterwards this store works in the
+// generation it found or started, so ErrReset stops for this loss. It
+// answers how many records it wrote.
+func (s *Store) RepublishRules(ctx context.Context, held []store.HeldRule) (int, error) {
+	const op = "republish rules"
+	args := []any{newGeneration(), len(held)}
+	for _, h := range held {
+		if err := rules.ValidateID(h.Record.ID); err != nil {
+			return 0, fmt.Errorf("redisstore: %s: %w", op, err)
+		}
+		val, err := json.Marshal(h.Record)
+		if err != nil {
+			return 0, fmt.Errorf("redisstore: %s: rule %q: %w", op, h.Record.ID, err)
+		}
+		args = append(args, h.Record.ID, val, h.Record.Revision)
+	}
+	for _, h := range held {
+		if err := s.PutModule(ctx, h.Record.Module.SHA256, h.Module); err != nil {
+			return 0, fmt.Errorf("redisstore: %s: module of %q: %w", op, h.Record.ID, err)
+		}
+	}
+	c, cancel, err := s.enter(ctx, op)
+	if err != nil {
+		return 0, err
+	}
+	defer cancel()
+	args = append(args, s.k.rulesChanged, s.now().UnixMilli())
+	res, err := scriptRepublish.Run(c, s.rdb, s.ruleKeys(), args...).Slice()
+	if err != nil {
+		if maybeSent(err) {
+			return 0, maybeApplied{s.fail(ctx, op, err)}
+		}
+		return 0, s.fail(ctx, op, err)
+	}
+	if len(res) != 3 {
+		return 0, fmt.Errorf("redisstore: %s: unexpected script reply %v", op, res)
+	}
+	written, ok1 := res[0].(int64)
+	gen, ok2 := res[2].(string)
+	if !ok1 || !ok2 || gen == "" {
+		return 0, fmt.Errorf("redisstore: %s: unexpected script reply %v", op, res)
+	}
+	s.genMu.Lock()
+	s.gen = gen
+	s.genMu.Unlock()
+	return int(written), nil
 }

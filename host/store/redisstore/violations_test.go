@@ -466,3 +466,31 @@ func TestValueCodec(t *testing.T) {
 		}
 	}
 }
+
+// TestAgeTrimWithoutAppends: violations past MaxViolationAge leave Redis on
+// the store's own timer, with nothing appended after them.
+func TestAgeTrimWithoutAppends(t *testing.T) {
+	srv := redistest.Start(t)
+	var clock atomic.Int64
+	start := time.Now()
+	clock.Store(start.UnixNano())
+	now := func() time.Time { return time.Unix(0, clock.Load()) }
+	s := openT(t, srv, Config{MaxViolationAge: time.Hour, TrimInterval: 20 * time.Millisecond}, now)
+	if err := s.AppendViolations(bg, []violations.Violation{viol("a", start, "x", traceA), viol("b", start, "y", traceA)}); err != nil {
+		t.Fatal(err)
+	}
+	stored := func() int64 { return srv.Client().ZCard(bg, s.k.violations).Val() }
+	time.Sleep(100 * time.Millisecond) // several ticks: nothing is due yet
+	if n := stored(); n != 2 {
+		t.Fatalf("%d violations stored before they are due, want 2", n)
+	}
+	clock.Store(start.Add(2 * time.Hour).UnixNano())
+	for deadline := time.Now().Add(10 * time.Second); stored() != 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d violations past MaxViolationAge still in Redis with no append since", stored())
+		}
+	}
+	if s.Trimmed() != 2 {
+		t.Errorf("Trimmed %d, want 2", s.Trimmed())
+	}
+}
