@@ -37,6 +37,9 @@ type Config struct {
 	SessionTTL time.Duration
 	// Now is the clock; default time.Now.
 	Now func() time.Time
+	// Throughput, when set, serves the overview's hour of spans per
+	// second at /ui/throughput.
+	Throughput *Throughput
 }
 
 // DefaultSessionTTL is Config.SessionTTL's default: a working day.
@@ -112,6 +115,9 @@ func (c *Console) Handler() http.Handler {
 	mux.HandleFunc("GET /ui/session", c.session)
 	mux.HandleFunc("POST /ui/login", c.login)
 	mux.HandleFunc("POST /ui/logout", c.logout)
+	if c.cfg.Throughput != nil {
+		mux.HandleFunc("GET /ui/throughput", c.cfg.Throughput.serve)
+	}
 	files := http.StripPrefix("/ui/", http.FileServerFS(c.files))
 	mux.Handle("GET /ui/", files)
 	return secure(mux)

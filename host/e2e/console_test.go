@@ -186,6 +186,9 @@ func TestConsoleRunbook(t *testing.T) {
 		t.Fatalf("overview readiness %q", got)
 	}
 	b.waitText("#rules-active", "1")
+	if tp := s.get(t, "/ui/throughput"); fmt.Sprint(tp["intervalSeconds"]) != "10" {
+		t.Fatalf("/ui/throughput: %v", tp)
+	}
 	b.shots("overview")
 
 	// Runbook: Rules page → select rule → Disable.

@@ -160,18 +160,20 @@ type Service struct {
 	logger   *slog.Logger
 	registry *prometheus.Registry
 
-	store     store.Store
-	host      *sandbox.Host
-	cluster   *clustered // nil on the embedded store
-	rules     *registry.Registry
-	exporter  *export.Exporter
-	recorder  *recorder.Recorder
-	pool      *evaluation.Pool
-	assembler *traces.Assembler
-	receiver  *ingest.Receiver
-	http      *http.Server
-	listener  net.Listener
-	serveErr  chan error
+	store store.Store
+	host  *sandbox.Host
+	// throughput samples spans/s for the console's overview.
+	throughput *console.Throughput
+	cluster    *clustered // nil on the embedded store
+	rules      *registry.Registry
+	exporter   *export.Exporter
+	recorder   *recorder.Recorder
+	pool       *evaluation.Pool
+	assembler  *traces.Assembler
+	receiver   *ingest.Receiver
+	http       *http.Server
+	listener   net.Listener
+	serveErr   chan error
 }
 
 // New builds every component; nothing runs until Start.
@@ -276,7 +278,8 @@ func New(cfg Config, logger *slog.Logger) (*Service, error) {
 	// recorder's buffer is nearly full: ingest refuses traces then too.
 	hr.Register("recorder", s.recorder.Check)
 	started := now()
-	ui, err := console.New(console.Config{APIToken: cfg.APIToken, TraceURLTemplate: cfg.TraceURLTemplate, Now: now}, logger.With("component", "console"))
+	s.throughput = console.NewThroughput(reg, now)
+	ui, err := console.New(console.Config{APIToken: cfg.APIToken, TraceURLTemplate: cfg.TraceURLTemplate, Now: now, Throughput: s.throughput}, logger.With("component", "console"))
 	if err != nil {
 		s.closeStorage()
 		return nil, err
@@ -376,6 +379,7 @@ func (s *Service) components() []component {
 		cs = append(cs, component{"forwarding", nil, s.cluster.router.Shutdown}) // delivers spans queued for peers
 	}
 	cs = append(cs,
+		component{"throughput", s.throughput.Start, s.throughput.Shutdown}, // the console's hour of spans/s
 		component{"http", s.listen, s.stopHTTP},
 		component{"ingest", s.receiver.Start, s.receiver.Shutdown},
 	)

@@ -122,20 +122,6 @@ function showLogin(message) {
 
 // ---- overview ----
 
-const throughput = []; // [time ms, spans received] sampled from /metrics
-async function sampleThroughput() {
-  try {
-    const res = await fetch("/metrics", { credentials: "same-origin" });
-    const text = await res.text();
-    let total = 0;
-    for (const line of text.split("\n")) {
-      if (line.startsWith("betrace_spans_received_total")) total += parseFloat(line.split(" ").pop());
-    }
-    throughput.push([Date.now(), total]);
-    while (throughput.length > 720) throughput.shift(); // an hour at 5 s
-  } catch (e) { /* the next sample will tell */ }
-}
-
 function barChart(buckets, series, colors, label) {
   const w = 600, hgt = 90, n = buckets.length || 1;
   const totals = buckets.map((b) => series.reduce((s, k) => s + (b[k] || 0), 0));
@@ -164,9 +150,9 @@ function paintSwatches(root) {
 
 async function overview() {
   const now = Math.floor(Date.now() / 1000);
-  const [ready, health, rules, summary] = await Promise.all([
+  const [ready, health, rules, summary, tp] = await Promise.all([
     api("GET", "/ready"), api("GET", "/health"), api("GET", "/v1/rules"),
-    api("GET", `/v1/violations/summary?start_time=${now - 3600}&bucket=1m`),
+    api("GET", `/v1/violations/summary?start_time=${now - 3600}&bucket=1m`), api("GET", "/ui/throughput"),
   ]);
   const list = rules.rules || [];
   const counts = { active: 0, disabled: 0, quarantined: 0, throttled: 0, pending: 0 };
@@ -192,11 +178,7 @@ async function overview() {
     const m = byMinute.get(Math.floor(new Date(row.start).getTime() / 60000) * 60);
     if (m) m[row.severity] = (m[row.severity] || 0) + row.counted;
   }
-  const rate = [];
-  for (let i = 1; i < throughput.length; i++) {
-    const [t0, v0] = throughput[i - 1], [t1, v1] = throughput[i];
-    rate.push({ spans: Math.max(0, (v1 - v0) / ((t1 - t0) / 1000)) });
-  }
+  const rate = (tp.points || []).map((p) => ({ spans: Math.round(p.spansPerSecond) }));
 
   page("Overview",
     h("div", { class: "cards" },
@@ -209,9 +191,9 @@ async function overview() {
     attention.length ? h("ul", { id: "attention" }, attention) : h("p", { class: "muted", id: "attention" }, "Nothing: every rule is running and every check is ok."),
     h("h2", {}, "Violations per minute, last hour"),
     barChart(minutes, SEVERITIES, SEV_COLOR, "violations/min by severity (counted)"),
-    h("h2", {}, "Spans per second"),
-    rate.length ? barChart(rate, ["spans"], { spans: "#2563eb" }, "spans/s received, sampled every 5 s while this page is open")
-      : h("p", { class: "muted" }, "Sampling betrace_spans_received_total every 5 s; the chart appears with the second sample."));
+    h("h2", {}, "Spans per second, last hour, this instance"),
+    rate.length ? barChart(rate, ["spans"], { spans: "#2563eb" }, `spans/s received, every ${tp.intervalSeconds} s`)
+      : h("p", { class: "muted", id: "throughput" }, `The first point appears ${tp.intervalSeconds} s after the server started.`));
   paintSwatches($main());
 }
 
@@ -522,8 +504,6 @@ async function start() {
   const s = await api("GET", "/ui/session");
   Object.assign(session, { authRequired: s.authRequired, traceUrlTemplate: s.traceUrlTemplate || "", csrf: s.csrf || "" });
   window.addEventListener("hashchange", route);
-  sampleThroughput();
-  setInterval(sampleThroughput, 5000);
   if (s.authRequired && !s.authenticated) { showLogin(); return; }
   document.getElementById("logout").hidden = !s.authRequired;
   route();
