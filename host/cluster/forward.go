@@ -68,7 +68,7 @@ type Router struct {
 	token   atomic.Pointer[bearer.Token]
 
 	mu     sync.Mutex
-	peers  map[string]*peer // by member ID
+	peers  map[Member]*peer // a restarted instance is a new member
 	closed bool
 	wg     sync.WaitGroup
 }
@@ -93,7 +93,7 @@ func NewRouter(cfg ForwardConfig, members *Membership, local Sink, logger *slog.
 		cfg.Timeout = 5 * time.Second
 	}
 	r := &Router{cfg: cfg, members: members, local: local, logger: logger, metrics: newForwardMetrics(reg),
-		client: &http.Client{Timeout: cfg.Timeout}, peers: map[string]*peer{}, decodes: make(chan struct{}, forwardDecodes)}
+		client: &http.Client{Timeout: cfg.Timeout}, peers: map[Member]*peer{}, decodes: make(chan struct{}, forwardDecodes)}
 	r.SetToken(cfg.Token)
 	return r
 }
@@ -108,41 +108,75 @@ func (r *Router) SetToken(t bearer.Token) { r.token.Store(&t) }
 // instance's share goes to the local sink.
 func (r *Router) Route(ctx context.Context, spans []traces.Span) error {
 	v := r.members.View()
-	if len(v.Members) == 1 {
+	if len(v.Members) == 1 && v.Self == 0 {
 		return r.local(ctx, spans)
 	}
+	local, err := r.split(v, spans, "")
+	if err != nil {
+		return err
+	}
+	if len(local) > 0 {
+		return r.local(ctx, local)
+	}
+	return nil
+}
+
+// split queues the spans v gives to a peer other than keep and returns the
+// rest, this instance's own share and keep's.
+func (r *Router) split(v *View, spans []traces.Span, keep string) ([]traces.Span, error) {
 	groups := make([][]traces.Span, len(v.Members))
 	for i := range spans {
 		idx := v.owners[Partition(spans[i].TraceID)]
 		groups[idx] = append(groups[idx], spans[i])
 	}
+	var local []traces.Span
 	for i, g := range groups {
-		if i == v.Self || len(g) == 0 {
+		if len(g) == 0 {
+			continue
+		}
+		if i == v.Self || v.Members[i].ID == keep {
+			local = append(local, g...)
 			continue
 		}
 		if err := r.enqueue(v.Members[i], g); err != nil {
-			return err
+			return nil, err
 		}
 	}
-	if g := groups[v.Self]; len(g) > 0 {
-		return r.local(ctx, g)
-	}
-	return nil
+	return local, nil
+}
+
+// HandOff delivers spans this instance held for partitions it no longer
+// owns, waiting for room rather than dropping them.
+func (r *Router) HandOff(spans []traces.Span) {
+	r.metrics.handedOff.Add(float64(len(spans)))
+	r.reroute(spans)
 }
 
 func (r *Router) enqueue(m Member, spans []traces.Span) error {
-	p, err := r.peer(m)
-	if err != nil {
-		return err
+	// The queue is found and appended to under r.mu, so that a sender that
+	// retires its peer (see send) cannot leave spans behind in it.
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return fmt.Errorf("%w: forwarding stopped", traces.ErrUnavailable)
+	}
+	p := r.peers[m]
+	if p == nil {
+		p = &peer{member: m, wake: make(chan struct{}, 1), stop: make(chan struct{})}
+		r.peers[m] = p
+		r.wg.Add(1)
+		go r.send(p)
 	}
 	p.mu.Lock()
 	if len(p.queue)+len(spans) > r.cfg.QueueSpans {
 		p.mu.Unlock()
+		r.mu.Unlock()
 		r.metrics.errors.WithLabelValues("queue_full").Add(float64(len(spans)))
 		return fmt.Errorf("%w: the forwarding queue to %s is full", traces.ErrFull, m.ID)
 	}
 	p.queue = append(p.queue, spans...)
 	p.mu.Unlock()
+	r.mu.Unlock()
 	select {
 	case p.wake <- struct{}{}:
 	default:
@@ -150,23 +184,18 @@ func (r *Router) enqueue(m Member, spans []traces.Span) error {
 	return nil
 }
 
-func (r *Router) peer(m Member) (*peer, error) {
+// retire removes p, whose member left the view, once its queue is empty;
+// it reports whether it did.
+func (r *Router) retire(p *peer) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.closed {
-		return nil, fmt.Errorf("%w: forwarding stopped", traces.ErrUnavailable)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.queue) > 0 || r.closed {
+		return false
 	}
-	p := r.peers[m.ID]
-	if p == nil || p.member.Addr != m.Addr {
-		if p != nil {
-			close(p.stop)
-		}
-		p = &peer{member: m, wake: make(chan struct{}, 1), stop: make(chan struct{})}
-		r.peers[m.ID] = p
-		r.wg.Add(1)
-		go r.send(p)
-	}
-	return p, nil
+	delete(r.peers, p.member)
+	return true
 }
 
 // send drains one peer's queue. A failed request is retried with backoff
@@ -188,6 +217,14 @@ func (r *Router) send(p *peer) {
 				return
 			}
 		}
+		if !r.isMember(p.member) {
+			r.rerouteQueue(p)
+			if r.retire(p) {
+				return
+			}
+			continue
+		}
+		changed := r.members.Changed()
 		err := r.post(p.member, batch)
 		if err == nil {
 			attempt = 0
@@ -199,25 +236,44 @@ func (r *Router) send(p *peer) {
 		}
 		r.metrics.errors.WithLabelValues("send").Add(float64(n))
 		if !r.isMember(p.member) {
-			r.logger.Warn("peer left with spans queued for it; routing them to the new owners", "member", p.member.ID, "spans", len(p.queue))
-			p.mu.Lock()
-			orphans := p.queue
-			p.queue = nil
-			p.mu.Unlock()
-			r.reroute(orphans)
+			r.rerouteQueue(p)
 			continue
 		}
 		attempt++
 		if attempt == 1 {
 			r.logger.Warn("forwarding spans to a peer failed; retrying", "member", p.member.ID, "err", err)
 		}
-		backoff := min(time.Duration(1<<min(attempt, 6))*50*time.Millisecond, 3*time.Second)
+		// A dead peer is dropped by a view change, which every instance
+		// adopts at once: wake then, whatever the backoff, so that spans
+		// queued for it reach the new owner together with the rest of
+		// their traces.
+		backoff := min(time.Duration(1<<min(attempt, 6))*50*time.Millisecond, maxForwardBackoff)
 		select {
 		case <-time.After(backoff/2 + rand.N(backoff/2+1)):
+		case <-changed:
 		case <-p.stop:
 			return
 		}
 	}
+}
+
+// maxForwardBackoff caps the wait between attempts to reach a peer that is
+// still a member, below any sensible idle timeout.
+const maxForwardBackoff = time.Second
+
+// rerouteQueue routes again what is queued for a peer that is no longer a
+// member.
+func (r *Router) rerouteQueue(p *peer) {
+	p.mu.Lock()
+	orphans := p.queue
+	p.queue = nil
+	p.mu.Unlock()
+	if len(orphans) == 0 {
+		return
+	}
+	r.logger.Warn("peer left with spans queued for it; routing them to the new owners", "member", p.member.ID, "spans", len(orphans))
+	r.metrics.rerouted.Add(float64(len(orphans)))
+	r.reroute(orphans)
 }
 
 func (r *Router) isMember(m Member) bool {
@@ -262,6 +318,7 @@ func (r *Router) post(m Member, spans []traces.Span) error {
 		return err
 	}
 	req.Header.Set("Content-Type", "application/x-betrace-spans")
+	req.Header.Set(fromHeader, r.members.cfg.InstanceID)
 	req.Header.Set("Authorization", r.token.Load().Header())
 	resp, err := r.client.Do(req)
 	if err != nil {
@@ -275,9 +332,14 @@ func (r *Router) post(m Member, spans []traces.Span) error {
 	return nil
 }
 
-// Handler accepts spans a peer forwarded. They go straight to the local
-// sink: the sender already decided this instance owns them, and routing
-// them again could bounce spans between instances whose views differ.
+// fromHeader names the sending instance on a forwarded request.
+const fromHeader = "Betrace-From"
+
+// Handler accepts spans a peer forwarded. Spans of partitions this
+// instance owns go to the local sink; the others, queued by a peer just
+// before a view change or handed over by a peer that left, go on to their
+// owner, unless that is the sender: then the two views differ for a moment,
+// and keeping them here ends the exchange (Fragment marks such traces).
 //
 // Only peers holding the cluster token may send: there is no open mode.
 // At most forwardDecodes bodies are read at once, each at most
@@ -318,7 +380,11 @@ func (r *Router) Handler() http.Handler {
 			http.Error(w, err.Error(), http.StatusBadRequest)
 			return
 		}
-		if err := r.local(req.Context(), spans); err != nil {
+		local, err := r.split(r.members.View(), spans, req.Header.Get(fromHeader))
+		if err == nil && len(local) > 0 {
+			err = r.local(req.Context(), local)
+		}
+		if err != nil {
 			status := http.StatusServiceUnavailable
 			if errors.Is(err, traces.ErrFull) {
 				status = http.StatusTooManyRequests
@@ -369,15 +435,21 @@ func (r *Router) Shutdown(ctx context.Context) error {
 
 type forwardMetrics struct {
 	forwarded prometheus.Counter
+	handedOff prometheus.Counter
+	rerouted  prometheus.Counter
 	errors    *prometheus.CounterVec
 }
 
 func newForwardMetrics(reg prometheus.Registerer) *forwardMetrics {
 	m := &forwardMetrics{
 		forwarded: prometheus.NewCounter(prometheus.CounterOpts{Name: "betrace_spans_forwarded_total", Help: "Spans sent to the instance that owns their trace."}),
+		handedOff: prometheus.NewCounter(prometheus.CounterOpts{Name: "betrace_cluster_handoff_spans_total",
+			Help: "Spans of open traces this instance held and handed over to their partition's new owner when a view change took the partition away."}),
+		rerouted: prometheus.NewCounter(prometheus.CounterOpts{Name: "betrace_cluster_rerouted_spans_total",
+			Help: "Spans queued for a peer that left the view, routed to the partitions' new owners."}),
 		errors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "betrace_forward_errors_total",
 			Help: "Spans whose forwarding failed, by reason: queue_full (refused to the client), send (will be retried), dropped."}, []string{"reason"}),
 	}
-	reg.MustRegister(m.forwarded, m.errors)
+	reg.MustRegister(m.forwarded, m.handedOff, m.rerouted, m.errors)
 	return m
 }

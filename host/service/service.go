@@ -242,6 +242,7 @@ func New(cfg Config, logger *slog.Logger) (*Service, error) {
 		s.cluster.router = cluster.NewRouter(cluster.ForwardConfig{Token: s.cluster.token}, s.cluster.members, s.admit, logger.With("component", "cluster"), reg)
 		sink = s.cluster.router.Route
 		handlers[cluster.ForwardPath] = s.cluster.router.Handler()
+		s.cluster.members.OnChange(s.handOff)
 	}
 	s.receiver, err = ingest.New(cfg.Ingest, sink, ingest.Settings{Logger: logger.With("component", "ingest"), Registerer: reg})
 	if err != nil {
@@ -286,7 +287,7 @@ func New(cfg Config, logger *slog.Logger) (*Service, error) {
 // ingest.
 func (s *Service) evaluate(t *traces.Trace) {
 	var flags uint32
-	if t.Fragment || (s.cluster != nil && s.cluster.members.Fragment(t.ID, t.FirstSeen.Add(-s.cfg.Traces.IdleTimeout), t.Completed)) {
+	if t.Fragment || (s.cluster != nil && s.cluster.members.Fragment(t.ID, t.FirstSeen, t.Completed, s.cfg.Traces.IdleTimeout)) {
 		flags |= abiv1.TraceFlagFragment
 	}
 	err := s.pool.Submit(context.Background(), evaluation.Job{
@@ -295,6 +296,22 @@ func (s *Service) evaluate(t *traces.Trace) {
 	if err != nil {
 		t.Release()
 		s.logger.Error("completed trace dropped: the evaluation pool is stopped", "err", err)
+	}
+}
+
+// handOff runs when a cluster view takes effect: traces this instance is
+// assembling in partitions it no longer owns go, whole so far, to the new
+// owner, which every instance routes their next spans to from the same
+// moment. No trace is then split by the change.
+func (s *Service) handOff(old, next *cluster.View) {
+	spans := s.assembler.Extract(func(id [16]byte) bool {
+		_, was := old.Owner(id)
+		_, is := next.Owner(id)
+		return was && !is
+	})
+	if len(spans) > 0 {
+		s.logger.Info("handing over open traces of partitions another member now owns", "spans", len(spans), "epoch", next.Epoch)
+		s.cluster.router.HandOff(spans)
 	}
 }
 

@@ -317,6 +317,38 @@ func (a *Assembler) Sweep() int {
 	return len(done)
 }
 
+// Extract removes the traces being assembled whose ID moved reports true,
+// without completing them, and returns their spans: this instance no longer
+// owns them, and their owner assembles them with the spans that reach it
+// directly. Their bytes are released; their IDs are not remembered as
+// completed, so a span of one that still arrives here is assembled again.
+func (a *Assembler) Extract(moved func(traceID [16]byte) bool) []Span {
+	a.gate.RLock()
+	defer a.gate.RUnlock()
+	if a.closed {
+		return nil
+	}
+	var out []Span
+	var freed int64
+	for i := range a.shards {
+		sh := &a.shards[i]
+		sh.mu.Lock()
+		for id, p := range sh.traces {
+			if !moved(id) {
+				continue
+			}
+			delete(sh.traces, id)
+			sh.remove(p.idx)
+			a.active.Add(-1)
+			freed += p.bytes
+			out = append(out, p.spans...)
+		}
+		sh.mu.Unlock()
+	}
+	a.used.Add(-freed)
+	return out
+}
+
 // Bytes returns the estimated bytes buffered, including completed traces not
 // yet released.
 func (a *Assembler) Bytes() int64 { return a.used.Load() }
