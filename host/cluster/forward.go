@@ -235,6 +235,9 @@ func (r *Router) send(p *peer) {
 			continue
 		}
 		r.metrics.errors.WithLabelValues("send").Add(float64(n))
+		if !errors.Is(err, errPeerAnswered) {
+			r.members.Unreachable(p.member) // an answer, even a refusal, proves it alive
+		}
 		if !r.isMember(p.member) {
 			r.rerouteQueue(p)
 			continue
@@ -256,6 +259,9 @@ func (r *Router) send(p *peer) {
 		}
 	}
 }
+
+// errPeerAnswered is a forwarding failure the peer answered with.
+var errPeerAnswered = errors.New("cluster: forwarding refused")
 
 // maxForwardBackoff caps the wait between attempts to reach a peer that is
 // still a member, below any sensible idle timeout.
@@ -319,6 +325,7 @@ func (r *Router) post(m Member, spans []traces.Span) error {
 	}
 	req.Header.Set("Content-Type", "application/x-betrace-spans")
 	req.Header.Set(fromHeader, r.members.cfg.InstanceID)
+	req.Header.Set(incarnationHeader, r.members.incarnation)
 	req.Header.Set("Authorization", r.token.Load().Header())
 	resp, err := r.client.Do(req)
 	if err != nil {
@@ -327,13 +334,16 @@ func (r *Router) post(m Member, spans []traces.Span) error {
 	defer resp.Body.Close()
 	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
 	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("peer %s answered %d: %s", m.ID, resp.StatusCode, bytes.TrimSpace(msg))
+		return fmt.Errorf("%w: peer %s answered %d: %s", errPeerAnswered, m.ID, resp.StatusCode, bytes.TrimSpace(msg))
 	}
 	return nil
 }
 
 // fromHeader names the sending instance on a forwarded request.
-const fromHeader = "Betrace-From"
+const (
+	fromHeader        = "Betrace-From"
+	incarnationHeader = "Betrace-Incarnation"
+)
 
 // Handler accepts spans a peer forwarded. Spans of partitions this
 // instance owns go to the local sink; the others, queued by a peer just
@@ -380,7 +390,14 @@ func (r *Router) Handler() http.Handler {
 			http.Error(w, err.Error(), http.StatusBadRequest)
 			return
 		}
-		local, err := r.split(r.members.View(), spans, req.Header.Get(fromHeader))
+		from := req.Header.Get(fromHeader)
+		v := r.members.View()
+		for _, x := range v.Members {
+			if x.ID == from && x.Incarnation == req.Header.Get(incarnationHeader) {
+				r.members.Heard(x)
+			}
+		}
+		local, err := r.split(v, spans, from)
 		if err == nil && len(local) > 0 {
 			err = r.local(req.Context(), local)
 		}

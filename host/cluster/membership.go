@@ -233,6 +233,41 @@ type Membership struct {
 	timer     *time.Timer
 	onChange  []func(old, next *View)
 	changed   atomic.Pointer[chan struct{}]
+
+	// contact holds, per peer incarnation, what forwarding learnt of it:
+	// lost is a window per member a view declared lost, from contact.
+	contact sync.Map // Member → *contact
+	lost    atomic.Pointer[[]lostWindow]
+}
+
+// contact is what this instance last heard from a peer, and when it first
+// failed to reach it afterwards (Unix ms, 0 for never).
+type contact struct{ heard, failed atomic.Int64 }
+
+// lostWindow is when a member declared lost may have held spans it never
+// passed on: from a little before this instance last heard from it until
+// it was first found unreachable (or, failing that, its death was noticed).
+type lostWindow struct{ from, to time.Time }
+
+// forwardSlack is how long before this instance last heard from a peer the
+// peer may have accepted spans it had not yet forwarded: its queue's
+// latency, normally milliseconds.
+const forwardSlack = time.Second
+
+// Heard records a forwarded request received from peer.
+func (m *Membership) Heard(peer Member) {
+	c, _ := m.contact.LoadOrStore(peer, &contact{})
+	c.(*contact).heard.Store(m.now().UnixMilli())
+}
+
+// Unreachable records a failed attempt to reach peer.
+func (m *Membership) Unreachable(peer Member) {
+	c, _ := m.contact.LoadOrStore(peer, &contact{})
+	cc := c.(*contact)
+	now := m.now().UnixMilli()
+	if f := cc.failed.Load(); f == 0 || f < cc.heard.Load() {
+		cc.failed.Store(now)
+	}
 }
 
 // SwitchDelay is how long after a view is made every instance adopts it:
@@ -272,6 +307,13 @@ func (m *Membership) Fragment(traceID [16]byte, firstSeen, completed time.Time, 
 			frag = true
 		}
 	}
+	// Any instance accepts any span, so a member that died may have taken
+	// spans of any trace with it, not only of its own partitions.
+	for _, w := range *m.lost.Load() {
+		if !frag && !completed.Before(w.from) && !firstSeen.After(w.to.Add(idle)) {
+			frag = true
+		}
+	}
 	if frag {
 		m.metrics.fragments.Inc()
 	}
@@ -291,6 +333,7 @@ func NewMembership(cfg Config, client redis.UniversalClient, logger *slog.Logger
 	m.local = NewView([]Member{{ID: cfg.InstanceID, Addr: cfg.AdvertiseAddr, Incarnation: m.incarnation}}, cfg.InstanceID)
 	m.announced = m.local
 	m.views.Store(&[]*View{})
+	m.lost.Store(&[]lostWindow{})
 	ch := make(chan struct{})
 	m.changed.Store(&ch)
 	m.metrics.members.Set(1)
@@ -541,6 +584,7 @@ func (m *Membership) adopt() {
 		m.metrics.members.Set(float64(len(cur.Members)))
 		m.metrics.epoch.Set(float64(cur.Epoch))
 		m.logChange(old, cur)
+		m.noteLost(old, cur)
 		for _, f := range m.onChange {
 			f(old, cur)
 		}
@@ -557,6 +601,37 @@ func (m *Membership) adopt() {
 			break
 		}
 	}
+}
+
+// noteLost records, for each member cur declares lost, when it may have
+// held spans it never passed on; windows older than any trace still open
+// are forgotten.
+func (m *Membership) noteLost(old, cur *View) {
+	var keep []lostWindow
+	horizon := m.now().Add(-m.cfg.lostWindow() - time.Hour)
+	for _, w := range *m.lost.Load() {
+		if w.to.After(horizon) {
+			keep = append(keep, w)
+		}
+	}
+	for _, x := range old.Members {
+		if !slices.Contains(cur.Lost, x.ID) || slices.Contains(cur.Members, x) {
+			continue
+		}
+		w := lostWindow{from: cur.Start.Add(-m.cfg.lostWindow()), to: cur.Start.Add(-m.cfg.SwitchDelay())}
+		if c, ok := m.contact.Load(x); ok {
+			cc := c.(*contact)
+			if h := cc.heard.Load(); h != 0 {
+				w.from = time.UnixMilli(h).Add(-forwardSlack)
+			}
+			if f := cc.failed.Load(); f != 0 && f >= cc.heard.Load() && time.UnixMilli(f).Before(w.to) {
+				w.to = time.UnixMilli(f)
+			}
+			m.contact.Delete(x)
+		}
+		keep = append(keep, w)
+	}
+	m.lost.Store(&keep)
 }
 
 func (m *Membership) logChange(old, cur *View) {
