@@ -51,6 +51,10 @@ type ForwardConfig struct {
 	Token bearer.Token
 	// Timeout bounds one forwarded request. Default 5s.
 	Timeout time.Duration
+	// RetryBackoff is the first wait before retrying a peer that is still
+	// a member; it doubles with each failure up to MaxBackoff. Defaults 50ms
+	// and 1s, below any sensible idle timeout. A view change ends any wait.
+	RetryBackoff, MaxBackoff time.Duration
 }
 
 // Router sends each span to the instance that owns its trace: its own
@@ -91,6 +95,12 @@ func NewRouter(cfg ForwardConfig, members *Membership, local Sink, logger *slog.
 	}
 	if cfg.Timeout == 0 {
 		cfg.Timeout = 5 * time.Second
+	}
+	if cfg.RetryBackoff == 0 {
+		cfg.RetryBackoff = 50 * time.Millisecond
+	}
+	if cfg.MaxBackoff == 0 {
+		cfg.MaxBackoff = time.Second
 	}
 	r := &Router{cfg: cfg, members: members, local: local, logger: logger, metrics: newForwardMetrics(reg),
 		client: &http.Client{Timeout: cfg.Timeout}, peers: map[Member]*peer{}, decodes: make(chan struct{}, forwardDecodes)}
@@ -250,7 +260,7 @@ func (r *Router) send(p *peer) {
 		// adopts at once: wake then, whatever the backoff, so that spans
 		// queued for it reach the new owner together with the rest of
 		// their traces.
-		backoff := min(time.Duration(1<<min(attempt, 6))*50*time.Millisecond, maxForwardBackoff)
+		backoff := min(time.Duration(1<<min(attempt-1, 6))*r.cfg.RetryBackoff, r.cfg.MaxBackoff)
 		select {
 		case <-time.After(backoff/2 + rand.N(backoff/2+1)):
 		case <-changed:
@@ -262,10 +272,6 @@ func (r *Router) send(p *peer) {
 
 // errPeerAnswered is a forwarding failure the peer answered with.
 var errPeerAnswered = errors.New("cluster: forwarding refused")
-
-// maxForwardBackoff caps the wait between attempts to reach a peer that is
-// still a member, below any sensible idle timeout.
-const maxForwardBackoff = time.Second
 
 // rerouteQueue routes again what is queued for a peer that is no longer a
 // member.

@@ -5,6 +5,7 @@ import (
 	"context"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -183,5 +184,155 @@ func TestSharedToken(t *testing.T) {
 	cfg.Token = ""
 	if _, err := SharedToken(ctx, srv.Client(), cfg, bearer.Token{}); err == nil || !strings.Contains(err.Error(), "delete") {
 		t.Fatalf("unusable stored token: %v, want an error saying what to do", err)
+	}
+}
+
+// TestRouterFollowsViewChanges: spans queued for a member that died are
+// rerouted the moment the view without it takes effect, however long the
+// sender would otherwise back off; and a member passes on what reaches it
+// for a partition it does not own.
+func TestRouterFollowsViewChanges(t *testing.T) {
+	srv := redistest.Start(t)
+	clock := &fakeClock{t: time.Now()}
+	token, _ := bearer.Parse("test", "s3cret")
+	cfg := DefaultConfig()
+	cfg.Heartbeat, cfg.MemberTTL, cfg.Timeout, cfg.Prefix = time.Hour, 3*time.Hour, time.Second, "f:"
+	ctx := context.Background()
+
+	type node struct {
+		m    *Membership
+		r    *Router
+		mu   sync.Mutex
+		got  map[[16]byte]int
+		http *httptest.Server
+	}
+	start := func(id string, listen bool) *node {
+		n := &node{got: map[[16]byte]int{}}
+		addr := "127.0.0.1:1" // refuses connections: a member that died
+		if listen {
+			var h http.Handler
+			n.http = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) { h.ServeHTTP(w, req) }))
+			t.Cleanup(n.http.Close)
+			addr = strings.TrimPrefix(n.http.URL, "http://")
+			defer func() { h = n.r.Handler() }()
+		}
+		c := cfg
+		c.InstanceID, c.AdvertiseAddr = id, addr
+		m, err := NewMembership(c, srv.Client(), quiet, prometheus.NewRegistry(), clock.now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n.m = m
+		// A first retry an hour away: only the view change can move the spans.
+		n.r = NewRouter(ForwardConfig{Token: token, RetryBackoff: time.Hour, MaxBackoff: time.Hour}, m, func(_ context.Context, spans []traces.Span) error {
+			n.mu.Lock()
+			defer n.mu.Unlock()
+			for _, s := range spans {
+				n.got[s.TraceID]++
+			}
+			return nil
+		}, quiet, prometheus.NewRegistry())
+		if err := m.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			ctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+			defer cancel()
+			n.r.Shutdown(ctx)
+			m.Leave(ctx)
+		})
+		return n
+	}
+	switchOver := func(ns ...*node) {
+		for _, n := range ns {
+			if err := n.m.beat(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+		views := *ns[0].m.views.Load()
+		clock.mu.Lock()
+		if s := views[len(views)-1].Start; s.After(clock.t) {
+			clock.t = s
+		}
+		clock.mu.Unlock()
+		for _, n := range ns {
+			n.m.adopt()
+		}
+	}
+	a, b := start("a", true), start("b", true)
+	c := start("c", false)
+	switchOver(a, b, c)
+	if n := len(a.m.View().Members); n != 3 {
+		t.Fatalf("a sees %d members", n)
+	}
+	ownedBy := func(id string) [16]byte {
+		for p := range Partitions {
+			tid := idInPartition(p)
+			if o, _ := a.m.View().Owner(tid); o.ID == id {
+				return tid
+			}
+		}
+		t.Fatalf("%s owns no partition", id)
+		return [16]byte{}
+	}
+	count := func(n *node, id [16]byte) int {
+		n.mu.Lock()
+		defer n.mu.Unlock()
+		return n.got[id]
+	}
+	waitFor := func(what string, cond func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for !cond() {
+			if time.Now().After(deadline) {
+				t.Fatal(what)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+
+	// A span for b's partition posted to a is passed on to b.
+	toB := ownedBy("b")
+	body := abi.NewEncoder().Encode([]traces.Span{{TraceID: toB, SpanID: [8]byte{1}, Name: "x"}}, 0)
+	req, _ := http.NewRequest(http.MethodPost, a.http.URL+ForwardPath, bytes.NewReader(body))
+	req.Header.Set("Authorization", token.Header())
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("forwarded request: status %d", resp.StatusCode)
+	}
+	waitFor("a did not pass on a span of b's partition", func() bool { return count(b, toB) == 1 && count(a, toB) == 0 })
+
+	// Spans for c's partition queue on a while c is unreachable.
+	toC := ownedBy("c")
+	if err := a.r.Route(ctx, []traces.Span{{TraceID: toC, SpanID: [8]byte{2}, Name: "y"}, {TraceID: toC, SpanID: [8]byte{3}, Name: "z"}}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor("a never tried to reach c", func() bool {
+		c, _ := a.m.contact.Load(c.m.View().Members[2])
+		return c != nil && c.(*contact).failed.Load() != 0
+	})
+	if count(a, toC)+count(b, toC) != 0 {
+		t.Fatal("spans for an unreachable member were delivered elsewhere before any view change")
+	}
+	// c's entry expires; the view without it takes effect on a and b.
+	clock.add(cfg.MemberTTL / 2)
+	switchOver(a, b)
+	clock.add(cfg.MemberTTL/2 + time.Millisecond)
+	switchOver(a, b)
+	if v := a.m.View(); len(v.Members) != 2 || !slices.Equal(v.Lost, []string{"c"}) {
+		t.Fatalf("after c expired a sees %v, lost %v", v.Members, v.Lost)
+	}
+	heir := a
+	if _, self := b.m.View().Owner(toC); self {
+		heir = b
+	}
+	waitFor("the spans queued for c were not rerouted at the view change", func() bool { return count(heir, toC) == 2 })
+	// c died while the spans were open: for the heir they are a fragment.
+	if !heir.m.Fragment(toC, clock.now(), clock.now().Add(time.Second), time.Second) {
+		t.Fatal("a trace of the dead member's partition, rerouted at the change, is not a fragment")
 	}
 }
