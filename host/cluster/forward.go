@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -55,6 +56,10 @@ type ForwardConfig struct {
 	// a member; it doubles with each failure up to MaxBackoff. Defaults 50ms
 	// and 1s, below any sensible idle timeout. A view change ends any wait.
 	RetryBackoff, MaxBackoff time.Duration
+	// IdleTimeout is the assembler's: spans queued for a member that died
+	// more than this after it was first found gone cannot belong to a trace
+	// it held spans of. Zero: every such span is taken to.
+	IdleTimeout time.Duration
 }
 
 // Router sends each span to the instance that owns its trace: its own
@@ -64,6 +69,7 @@ type Router struct {
 	cfg     ForwardConfig
 	members *Membership
 	local   Sink
+	frags   Sink // local, for spans whose traces are fragments
 	client  *http.Client
 	logger  *slog.Logger
 	metrics *forwardMetrics
@@ -81,6 +87,7 @@ type peer struct {
 	member Member
 	mu     sync.Mutex
 	queue  []traces.Span
+	at     []int64 // when each queued span was queued, Unix ms
 	wake   chan struct{}
 	stop   chan struct{}
 }
@@ -104,9 +111,15 @@ func NewRouter(cfg ForwardConfig, members *Membership, local Sink, logger *slog.
 	}
 	r := &Router{cfg: cfg, members: members, local: local, logger: logger, metrics: newForwardMetrics(reg),
 		client: &http.Client{Timeout: cfg.Timeout}, peers: map[Member]*peer{}, decodes: make(chan struct{}, forwardDecodes)}
+	r.frags = local
 	r.SetToken(cfg.Token)
 	return r
 }
+
+// SetFragmentSink sets where this instance takes spans whose traces are
+// known to be fragments (normally the assembler's AddFragments); until
+// then they go to the local sink. Call it before routing starts.
+func (r *Router) SetFragmentSink(s Sink) { r.frags = s }
 
 // SetToken changes the cluster token the router sends and accepts, when
 // the one shared through Redis changed (Redis lost its data and another
@@ -185,6 +198,10 @@ func (r *Router) enqueue(m Member, spans []traces.Span) error {
 		return fmt.Errorf("%w: the forwarding queue to %s is full", traces.ErrFull, m.ID)
 	}
 	p.queue = append(p.queue, spans...)
+	now := r.members.now().UnixMilli()
+	for range spans {
+		p.at = append(p.at, now)
+	}
 	p.mu.Unlock()
 	r.mu.Unlock()
 	select {
@@ -235,18 +252,20 @@ func (r *Router) send(p *peer) {
 			continue
 		}
 		changed := r.members.Changed()
-		err := r.post(p.member, batch)
+		err := r.post(p.member, batch, false)
 		if err == nil {
 			attempt = 0
 			r.metrics.forwarded.Add(float64(n))
 			p.mu.Lock()
-			p.queue = p.queue[n:]
+			p.queue, p.at = p.queue[n:], p.at[n:]
 			p.mu.Unlock()
 			continue
 		}
 		r.metrics.errors.WithLabelValues("send").Add(float64(n))
-		if !errors.Is(err, errPeerAnswered) {
-			r.members.Unreachable(p.member) // an answer, even a refusal, proves it alive
+		if errors.Is(err, syscall.ECONNREFUSED) {
+			// Nothing listens at its address: the process is gone, with
+			// what it held. A timeout or an answer proves nothing of it.
+			r.members.Unreachable(p.member)
 		}
 		if !r.isMember(p.member) {
 			r.rerouteQueue(p)
@@ -274,18 +293,67 @@ func (r *Router) send(p *peer) {
 var errPeerAnswered = errors.New("cluster: forwarding refused")
 
 // rerouteQueue routes again what is queued for a peer that is no longer a
-// member.
+// member. Spans queued before it could have been known dead by an idle
+// timeout may belong to a trace it held spans of, which died with it: they
+// go as fragments. The rest belong to traces it never saw.
 func (r *Router) rerouteQueue(p *peer) {
 	p.mu.Lock()
-	orphans := p.queue
-	p.queue = nil
+	orphans, at := p.queue, p.at
+	p.queue, p.at = nil, nil
 	p.mu.Unlock()
 	if len(orphans) == 0 {
 		return
 	}
-	r.logger.Warn("peer left with spans queued for it; routing them to the new owners", "member", p.member.ID, "spans", len(orphans))
+	cut := r.members.suspectUntil(p.member, r.cfg.IdleTimeout)
+	var suspect, clean []traces.Span
+	for i := range orphans {
+		if at[i] <= cut {
+			suspect = append(suspect, orphans[i])
+		} else {
+			clean = append(clean, orphans[i])
+		}
+	}
+	r.logger.Warn("peer left with spans queued for it; routing them to the new owners", "member", p.member.ID, "spans", len(orphans), "fragments", len(suspect))
 	r.metrics.rerouted.Add(float64(len(orphans)))
-	r.reroute(orphans)
+	r.reroute(clean)
+	r.rerouteFragments(suspect)
+}
+
+// rerouteFragments delivers spans whose traces are fragments, posting them
+// itself so that the mark travels with them, and retrying as reroute does.
+func (r *Router) rerouteFragments(spans []traces.Span) {
+	for tries := 0; len(spans) > 0; tries++ {
+		v := r.members.View()
+		groups := make([][]traces.Span, len(v.Members))
+		for i := range spans {
+			idx := v.owners[Partition(spans[i].TraceID)]
+			groups[idx] = append(groups[idx], spans[i])
+		}
+		spans = nil
+		for i, g := range groups {
+			if len(g) == 0 {
+				continue
+			}
+			var err error
+			if i == v.Self {
+				err = r.frags(context.Background(), g)
+			} else {
+				err = r.post(v.Members[i], g, true)
+			}
+			if err != nil {
+				spans = append(spans, g...)
+			}
+		}
+		if len(spans) == 0 {
+			return
+		}
+		if tries == 100 {
+			r.metrics.errors.WithLabelValues("dropped").Add(float64(len(spans)))
+			r.logger.Error("spans of a departed peer could not be delivered and were dropped", "spans", len(spans))
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 func (r *Router) isMember(m Member) bool {
@@ -316,14 +384,14 @@ func (r *Router) reroute(spans []traces.Span) {
 
 // post sends spans to a peer, halving a batch whose encoding is too large
 // for the peer to take (a few thousand very large spans).
-func (r *Router) post(m Member, spans []traces.Span) error {
+func (r *Router) post(m Member, spans []traces.Span, fragments bool) error {
 	body := abi.NewEncoder().Encode(spans, 0)
 	if len(body) > splitForwardBody && len(spans) > 1 {
 		half := len(spans) / 2
-		if err := r.post(m, spans[:half]); err != nil {
+		if err := r.post(m, spans[:half], fragments); err != nil {
 			return err
 		}
-		return r.post(m, spans[half:])
+		return r.post(m, spans[half:], fragments)
 	}
 	req, err := http.NewRequest(http.MethodPost, "http://"+m.Addr+ForwardPath, bytes.NewReader(body))
 	if err != nil {
@@ -332,6 +400,9 @@ func (r *Router) post(m Member, spans []traces.Span) error {
 	req.Header.Set("Content-Type", "application/x-betrace-spans")
 	req.Header.Set(fromHeader, r.members.cfg.InstanceID)
 	req.Header.Set(incarnationHeader, r.members.incarnation)
+	if fragments {
+		req.Header.Set(fragmentHeader, "1")
+	}
 	req.Header.Set("Authorization", r.token.Load().Header())
 	resp, err := r.client.Do(req)
 	if err != nil {
@@ -349,6 +420,9 @@ func (r *Router) post(m Member, spans []traces.Span) error {
 const (
 	fromHeader        = "Betrace-From"
 	incarnationHeader = "Betrace-Incarnation"
+	// fragmentHeader marks spans whose traces are fragments; the receiver
+	// keeps them, the sender having routed them by the same view.
+	fragmentHeader = "Betrace-Fragments"
 )
 
 // Handler accepts spans a peer forwarded. Spans of partitions this
@@ -403,9 +477,14 @@ func (r *Router) Handler() http.Handler {
 				r.members.Heard(x)
 			}
 		}
-		local, err := r.split(v, spans, from)
-		if err == nil && len(local) > 0 {
-			err = r.local(req.Context(), local)
+		if req.Header.Get(fragmentHeader) == "1" {
+			err = r.frags(req.Context(), spans)
+		} else {
+			var local []traces.Span
+			local, err = r.split(v, spans, from)
+			if err == nil && len(local) > 0 {
+				err = r.local(req.Context(), local)
+			}
 		}
 		if err != nil {
 			status := http.StatusServiceUnavailable

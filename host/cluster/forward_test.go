@@ -143,7 +143,7 @@ func TestForwardSplitsLargeBatches(t *testing.T) {
 	for i := range batch {
 		batch[i] = traces.Span{TraceID: [16]byte{byte(i)}, SpanID: [8]byte{byte(i)}, Name: big}
 	}
-	if err := send.post(Member{ID: "peer", Addr: strings.TrimPrefix(srv.URL, "http://")}, batch); err != nil {
+	if err := send.post(Member{ID: "peer", Addr: strings.TrimPrefix(srv.URL, "http://")}, batch, false); err != nil {
 		t.Fatal(err)
 	}
 	if spans != len(batch) || requests < 3 {
@@ -203,11 +203,12 @@ func TestRouterFollowsViewChanges(t *testing.T) {
 		m    *Membership
 		r    *Router
 		mu   sync.Mutex
-		got  map[[16]byte]int
+		got  map[[16]byte]int // spans taken whole
+		frag map[[16]byte]int // spans taken as parts of fragments
 		http *httptest.Server
 	}
 	start := func(id string, listen bool) *node {
-		n := &node{got: map[[16]byte]int{}}
+		n := &node{got: map[[16]byte]int{}, frag: map[[16]byte]int{}}
 		addr := "127.0.0.1:1" // refuses connections: a member that died
 		if listen {
 			var h http.Handler
@@ -224,14 +225,18 @@ func TestRouterFollowsViewChanges(t *testing.T) {
 		}
 		n.m = m
 		// A first retry an hour away: only the view change can move the spans.
-		n.r = NewRouter(ForwardConfig{Token: token, RetryBackoff: time.Hour, MaxBackoff: time.Hour}, m, func(_ context.Context, spans []traces.Span) error {
-			n.mu.Lock()
-			defer n.mu.Unlock()
-			for _, s := range spans {
-				n.got[s.TraceID]++
+		sink := func(into map[[16]byte]int) Sink {
+			return func(_ context.Context, spans []traces.Span) error {
+				n.mu.Lock()
+				defer n.mu.Unlock()
+				for _, s := range spans {
+					into[s.TraceID]++
+				}
+				return nil
 			}
-			return nil
-		}, quiet, prometheus.NewRegistry())
+		}
+		n.r = NewRouter(ForwardConfig{Token: token, RetryBackoff: time.Hour, MaxBackoff: time.Hour, IdleTimeout: time.Second}, m, sink(n.got), quiet, prometheus.NewRegistry())
+		n.r.SetFragmentSink(sink(n.frag))
 		if err := m.Start(ctx); err != nil {
 			t.Fatal(err)
 		}
@@ -311,11 +316,33 @@ func TestRouterFollowsViewChanges(t *testing.T) {
 	if err := a.r.Route(ctx, []traces.Span{{TraceID: toC, SpanID: [8]byte{2}, Name: "y"}, {TraceID: toC, SpanID: [8]byte{3}, Name: "z"}}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor("a never tried to reach c", func() bool {
+	waitFor("a never found c gone", func() bool {
 		c, _ := a.m.contact.Load(c.m.View().Members[2])
 		return c != nil && c.(*contact).failed.Load() != 0
 	})
-	if count(a, toC)+count(b, toC) != 0 {
+	// More than an idle timeout after c was found gone, a span queued for
+	// it cannot belong to a trace c held spans of.
+	clock.add(2 * time.Second)
+	var later [16]byte
+	for p := range Partitions {
+		if o, _ := a.m.View().Owner(idInPartition(p)); o.ID == "c" && idInPartition(p) != toC {
+			later = idInPartition(p)
+			break
+		}
+	}
+	if err := a.r.Route(ctx, []traces.Span{{TraceID: later, SpanID: [8]byte{4}, Name: "w"}}); err != nil {
+		t.Fatal(err)
+	}
+	total := func(id [16]byte) int {
+		n := 0
+		for _, x := range []*node{a, b} {
+			x.mu.Lock()
+			n += x.got[id] + x.frag[id]
+			x.mu.Unlock()
+		}
+		return n
+	}
+	if total(toC)+total(later) != 0 {
 		t.Fatal("spans for an unreachable member were delivered elsewhere before any view change")
 	}
 	// c's entry expires; the view without it takes effect on a and b.
@@ -326,13 +353,28 @@ func TestRouterFollowsViewChanges(t *testing.T) {
 	if v := a.m.View(); len(v.Members) != 2 || !slices.Equal(v.Lost, []string{"c"}) {
 		t.Fatalf("after c expired a sees %v, lost %v", v.Members, v.Lost)
 	}
-	heir := a
-	if _, self := b.m.View().Owner(toC); self {
-		heir = b
+	waitFor("the spans queued for c were not rerouted at the view change", func() bool { return total(toC) == 2 && total(later) == 1 })
+	heirOf := func(id [16]byte) *node {
+		if _, self := b.m.View().Owner(id); self {
+			return b
+		}
+		return a
 	}
-	waitFor("the spans queued for c were not rerouted at the view change", func() bool { return count(heir, toC) == 2 })
-	// c died while the spans were open: for the heir they are a fragment.
-	if !heir.m.Fragment(toC, clock.now(), clock.now().Add(time.Second), time.Second) {
-		t.Fatal("a trace of the dead member's partition, rerouted at the change, is not a fragment")
+	if h := heirOf(toC); h.frag[toC] != 2 {
+		t.Errorf("spans queued while c may have held their trace: %d of 2 reached the heir as fragments", h.frag[toC])
+	}
+	if h := heirOf(later); h.got[later] != 1 {
+		t.Errorf("a span queued long after c was found gone did not reach the heir whole: %d whole, %d as a fragment", h.got[later], h.frag[later])
+	}
+	// a found c gone: its own traces open around that moment are fragments,
+	// whatever their partition; traces first seen later than an idle
+	// timeout after it are not.
+	gone := time.UnixMilli(func() int64 { c, _ := a.m.contact.Load(c.m.View().Members[2]); return c.(*contact).failed.Load() }())
+	toA := ownedBy("a")
+	if !a.m.Fragment(toA, gone.Add(-100*time.Millisecond), gone.Add(time.Second), time.Second) {
+		t.Error("a trace open on a when it found c gone is not a fragment")
+	}
+	if a.m.Fragment(toA, gone.Add(1500*time.Millisecond), gone.Add(3*time.Second), time.Second) {
+		t.Error("a trace first seen well after c was found gone is a fragment")
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"log/slog"
+	"math"
 	"slices"
 	"strconv"
 	"strings"
@@ -237,6 +238,7 @@ type Membership struct {
 	// contact holds, per peer incarnation, what forwarding learnt of it:
 	// lost is a window per member a view declared lost, from contact.
 	contact sync.Map // Member → *contact
+	lmu     sync.Mutex
 	lost    atomic.Pointer[[]lostWindow]
 }
 
@@ -260,14 +262,49 @@ func (m *Membership) Heard(peer Member) {
 	c.(*contact).heard.Store(m.now().UnixMilli())
 }
 
-// Unreachable records a failed attempt to reach peer.
+// Unreachable records that nothing listened at peer's address: the
+// process is gone, and traces open here from a little before it was last
+// heard from until an idle timeout after now may have lost spans with it.
 func (m *Membership) Unreachable(peer Member) {
 	c, _ := m.contact.LoadOrStore(peer, &contact{})
 	cc := c.(*contact)
-	now := m.now().UnixMilli()
-	if f := cc.failed.Load(); f == 0 || f < cc.heard.Load() {
-		cc.failed.Store(now)
+	now := m.now()
+	heard := cc.heard.Load()
+	if f := cc.failed.Load(); f != 0 && f >= heard {
+		return // already known since it was last heard from
 	}
+	cc.failed.Store(now.UnixMilli())
+	w := lostWindow{from: now.Add(-m.cfg.lostWindow()), to: now}
+	if heard != 0 {
+		w.from = time.UnixMilli(heard).Add(-forwardSlack)
+	}
+	m.addLost(w)
+}
+
+// suspectUntil returns the Unix ms up to which spans queued for peer may
+// belong to a trace it held spans of: until an idle timeout after it was
+// found gone, or forever when that is not known.
+func (m *Membership) suspectUntil(peer Member, idle time.Duration) int64 {
+	if c, ok := m.contact.Load(peer); ok && idle > 0 {
+		cc := c.(*contact)
+		if f := cc.failed.Load(); f != 0 && f >= cc.heard.Load() {
+			return f + idle.Milliseconds()
+		}
+	}
+	return math.MaxInt64
+}
+
+func (m *Membership) addLost(w lostWindow) {
+	m.lmu.Lock()
+	defer m.lmu.Unlock()
+	horizon := m.now().Add(-m.cfg.lostWindow() - time.Hour)
+	keep := []lostWindow{w}
+	for _, x := range *m.lost.Load() {
+		if x.to.After(horizon) {
+			keep = append(keep, x)
+		}
+	}
+	m.lost.Store(&keep)
 }
 
 // SwitchDelay is how long after a view is made every instance adopts it:
@@ -303,7 +340,13 @@ func (m *Membership) Fragment(traceID [16]byte, firstSeen, completed time.Time, 
 		if len(v.Lost) == 0 || firstSeen.After(v.Start.Add(idle)) || completed.Before(v.Start.Add(-m.cfg.lostWindow())) {
 			continue
 		}
-		if old := prev.Members[prev.owners[p]]; old != v.Members[v.owners[p]] && slices.Contains(v.Lost, old.ID) {
+		// A restarted instance took its predecessor's partitions for its
+		// own at once, and peers' queues for the predecessor reached it:
+		// traces it assembled there until the change are fragments. When
+		// another member inherits a dead one's partitions, the spans
+		// queued for the dead one arrive marked instead (Router).
+		old, heir := prev.Members[prev.owners[p]], v.Members[v.owners[p]]
+		if old.ID == heir.ID && old.Incarnation != heir.Incarnation && slices.Contains(v.Lost, old.ID) {
 			frag = true
 		}
 	}
@@ -603,17 +646,9 @@ func (m *Membership) adopt() {
 	}
 }
 
-// noteLost records, for each member cur declares lost, when it may have
-// held spans it never passed on; windows older than any trace still open
-// are forgotten.
+// noteLost records, for each member cur declares lost that this instance
+// never found gone itself, when it may have held spans it never passed on.
 func (m *Membership) noteLost(old, cur *View) {
-	var keep []lostWindow
-	horizon := m.now().Add(-m.cfg.lostWindow() - time.Hour)
-	for _, w := range *m.lost.Load() {
-		if w.to.After(horizon) {
-			keep = append(keep, w)
-		}
-	}
 	for _, x := range old.Members {
 		if !slices.Contains(cur.Lost, x.ID) || slices.Contains(cur.Members, x) {
 			continue
@@ -621,17 +656,15 @@ func (m *Membership) noteLost(old, cur *View) {
 		w := lostWindow{from: cur.Start.Add(-m.cfg.lostWindow()), to: cur.Start.Add(-m.cfg.SwitchDelay())}
 		if c, ok := m.contact.Load(x); ok {
 			cc := c.(*contact)
+			if f := cc.failed.Load(); f != 0 && f >= cc.heard.Load() {
+				continue // Unreachable recorded its window
+			}
 			if h := cc.heard.Load(); h != 0 {
 				w.from = time.UnixMilli(h).Add(-forwardSlack)
 			}
-			if f := cc.failed.Load(); f != 0 && f >= cc.heard.Load() && time.UnixMilli(f).Before(w.to) {
-				w.to = time.UnixMilli(f)
-			}
-			m.contact.Delete(x)
 		}
-		keep = append(keep, w)
+		m.addLost(w)
 	}
-	m.lost.Store(&keep)
 }
 
 func (m *Membership) logChange(old, cur *View) {

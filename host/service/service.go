@@ -239,7 +239,8 @@ func New(cfg Config, logger *slog.Logger) (*Service, error) {
 	sink := ingest.Sink(s.admit)
 	handlers := map[string]http.Handler{}
 	if s.cluster != nil {
-		s.cluster.router = cluster.NewRouter(cluster.ForwardConfig{Token: s.cluster.token}, s.cluster.members, s.admit, logger.With("component", "cluster"), reg)
+		s.cluster.router = cluster.NewRouter(cluster.ForwardConfig{Token: s.cluster.token, IdleTimeout: cfg.Traces.IdleTimeout}, s.cluster.members, s.admit, logger.With("component", "cluster"), reg)
+		s.cluster.router.SetFragmentSink(s.admitFragments)
 		sink = s.cluster.router.Route
 		handlers[cluster.ForwardPath] = s.cluster.router.Handler()
 		s.cluster.members.OnChange(s.handOff)
@@ -324,6 +325,15 @@ func (s *Service) admit(ctx context.Context, spans []traces.Span) error {
 		return pushback{err}
 	}
 	return s.assembler.Add(ctx, spans)
+}
+
+// admitFragments is admit for spans whose traces may have lost spans with
+// a member that died: their traces are evaluated as fragments.
+func (s *Service) admitFragments(ctx context.Context, spans []traces.Span) error {
+	if err := s.recorder.Accepting(); err != nil {
+		return pushback{err}
+	}
+	return s.assembler.AddFragments(ctx, spans)
 }
 
 // pushback is the recorder's refusal as ingest sees it: retryable, like

@@ -204,6 +204,16 @@ func (a *Assembler) Shutdown(ctx context.Context) error {
 // Add keeps the spans' strings and attribute slices: the caller must not
 // modify them afterwards. It is safe for concurrent use.
 func (a *Assembler) Add(ctx context.Context, spans []Span) error {
+	return a.add(ctx, spans, false)
+}
+
+// AddFragments is Add for spans whose traces are known to be incomplete:
+// each trace they join is completed as a fragment (Trace.Fragment).
+func (a *Assembler) AddFragments(ctx context.Context, spans []Span) error {
+	return a.add(ctx, spans, true)
+}
+
+func (a *Assembler) add(ctx context.Context, spans []Span, fragment bool) error {
 	if len(spans) == 0 {
 		return nil
 	}
@@ -263,6 +273,7 @@ func (a *Assembler) Add(ctx context.Context, spans []Span) error {
 				continue
 			}
 			p.spans = append(p.spans, *s)
+			p.fragment = p.fragment || fragment
 			p.bytes += b
 			p.last = now
 			if p.root == 0 && s.IsRoot() {
@@ -384,6 +395,7 @@ func (a *Assembler) finish(sh *shard, p *pending, why Completion, now int64) *Tr
 		FirstSeen:  time.Unix(0, p.first),
 		LastSeen:   time.Unix(0, p.last),
 		Completed:  time.Unix(0, now),
+		Fragment:   p.fragment,
 		owner:      a,
 	}
 	t.bytes.Store(p.bytes)
@@ -487,8 +499,10 @@ type pending struct {
 	first int64
 	last  int64
 	root  int64 // arrival of the first root span, 0 if none yet
-	due   int64 // heap key: never later than the true deadline
-	idx   int   // position in shard.due
+	// fragment: some span came with AddFragments
+	fragment bool
+	due      int64 // heap key: never later than the true deadline
+	idx      int   // position in shard.due
 }
 
 // shard is one independently locked part of the buffer.
