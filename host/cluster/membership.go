@@ -330,6 +330,18 @@ func (m *Membership) Fragment(traceID [16]byte, firstSeen, completed time.Time, 
 	if len(views) == 0 {
 		return false
 	}
+	if m.fragment(views, traceID, firstSeen, completed, idle) {
+		m.metrics.fragments.Inc()
+		return true
+	}
+	return false
+}
+
+// CountFragment counts a trace evaluated as a fragment because spans of it
+// came marked so (Router.SetFragmentSink).
+func (m *Membership) CountFragment() { m.metrics.fragments.Inc() }
+
+func (m *Membership) fragment(views []*View, traceID [16]byte, firstSeen, completed time.Time, idle time.Duration) bool {
 	frag := false
 	if _, self := m.viewAt(views, completed).Owner(traceID); !self {
 		frag = true
@@ -356,9 +368,6 @@ func (m *Membership) Fragment(traceID [16]byte, firstSeen, completed time.Time, 
 		if !frag && !completed.Before(w.from) && !firstSeen.After(w.to.Add(idle)) {
 			frag = true
 		}
-	}
-	if frag {
-		m.metrics.fragments.Inc()
 	}
 	return frag
 }

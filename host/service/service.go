@@ -288,7 +288,13 @@ func New(cfg Config, logger *slog.Logger) (*Service, error) {
 // ingest.
 func (s *Service) evaluate(t *traces.Trace) {
 	var flags uint32
-	if t.Fragment || (s.cluster != nil && s.cluster.members.Fragment(t.ID, t.FirstSeen, t.Completed, s.cfg.Traces.IdleTimeout)) {
+	switch {
+	case t.Fragment:
+		flags |= abiv1.TraceFlagFragment
+		if s.cluster != nil {
+			s.cluster.members.CountFragment()
+		}
+	case s.cluster != nil && s.cluster.members.Fragment(t.ID, t.FirstSeen, t.Completed, s.cfg.Traces.IdleTimeout):
 		flags |= abiv1.TraceFlagFragment
 	}
 	err := s.pool.Submit(context.Background(), evaluation.Job{
