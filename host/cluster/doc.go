@@ -37,12 +37,16 @@
 //
 // A member that dies hands nothing over, and any instance accepts spans of
 // any trace, so the spans it held or had not yet forwarded die with it. A
-// trace that may have lost spans so is evaluated as a fragment
-// (Membership.Fragment): one of the dead member's partitions open from its
-// possible death until an idle timeout after the view without it started,
-// or any trace open from shortly before this instance last heard from it
-// until it was first found unreachable; and any trace completed by an
-// instance that did not own it. Rules report no absence on a fragment
+// survivor dates the death by the first forwarded request nothing listened
+// for, and evaluates as a fragment (Membership.Fragment) any trace open from
+// a little before it last heard from the dead member until an idle timeout
+// after that; without such a date, from the member's earliest possible death
+// until the view without it. Spans it queued for the dead member go to the
+// new owner at the view change, marked as parts of fragments when queued
+// before that date and an idle timeout (Router.SetFragmentSink): later ones
+// cannot share a trace with anything the dead member held. A restarted
+// instance's own traces in its predecessor's partitions are fragments until
+// the view naming it. Rules report no absence on a fragment
 // (api/abi-v1.md), so their absence verdicts are lost, and counted in
 // betrace_cluster_fragments_total; nothing is reported falsely.
 package cluster

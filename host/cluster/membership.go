@@ -318,13 +318,23 @@ func (c Config) SwitchDelay() time.Duration { return c.Heartbeat + c.Timeout }
 func (c Config) lostWindow() time.Duration { return c.MemberTTL + c.Heartbeat + c.SwitchDelay() }
 
 // Fragment reports whether a trace assembled here from firstSeen to
-// completed may lack spans that went elsewhere: its partition was not this
-// instance's when it completed, or its owner changed from a member that
-// died (and handed nothing over) while the trace may have been open. idle
-// is the assembler's idle timeout: spans rerouted from the dead member
-// arrive just after the change, and a trace first seen more than idle after
-// it started afresh here. A partition that moved from a member that left
-// is handed over whole (see OnChange), so its traces are not fragments.
+// completed may lack spans that died with a member or went elsewhere:
+//
+//   - this instance did not own its partition when it completed;
+//   - it was open while a member died: from a little before this instance
+//     last heard from that member until an idle timeout after it found
+//     nothing listening there (or, never having found that, from the
+//     member's earliest possible death until the view without it), since
+//     any member accepts spans of any trace;
+//   - this instance is a restarted member that took its predecessor's
+//     partitions for its own, and the trace was open there before the view
+//     naming it took effect.
+//
+// idle is the assembler's idle timeout: a trace's spans come closer together
+// than that, or the trace is judged in parts anyway. A partition that moved
+// from a member that left is handed over whole (see OnChange), and spans
+// queued for a dead member arrive marked when they may share a trace with
+// what it held (Router), so neither needs a rule here.
 func (m *Membership) Fragment(traceID [16]byte, firstSeen, completed time.Time, idle time.Duration) bool {
 	views := *m.views.Load()
 	if len(views) == 0 {
