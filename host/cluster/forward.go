@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -88,6 +89,7 @@ type peer struct {
 	mu     sync.Mutex
 	queue  []traces.Span
 	at     []int64 // when each queued span was queued, Unix ms
+	epoch  uint64  // the view the queued spans were last routed by (send only)
 	wake   chan struct{}
 	stop   chan struct{}
 }
@@ -252,7 +254,11 @@ func (r *Router) send(p *peer) {
 			continue
 		}
 		changed := r.members.Changed()
-		err := r.post(p.member, batch, false)
+		if v := r.members.View(); v.Epoch != p.epoch {
+			r.requeueMoved(p, v)
+			continue
+		}
+		err := r.postEpoch(p.member, batch, p.epoch)
 		if err == nil {
 			attempt = 0
 			r.metrics.forwarded.Add(float64(n))
@@ -291,6 +297,28 @@ func (r *Router) send(p *peer) {
 
 // errPeerAnswered is a forwarding failure the peer answered with.
 var errPeerAnswered = errors.New("cluster: forwarding refused")
+
+// requeueMoved routes again the spans queued for p that v gives to another
+// owner: queued before v took effect, they would otherwise reach an old
+// owner that has handed their traces over.
+func (r *Router) requeueMoved(p *peer, v *View) {
+	var moved []traces.Span
+	p.mu.Lock()
+	kept, at := p.queue[:0:0], p.at[:0:0]
+	for i := range p.queue {
+		if v.Members[v.owners[Partition(p.queue[i].TraceID)]] == p.member {
+			kept, at = append(kept, p.queue[i]), append(at, p.at[i])
+		} else {
+			moved = append(moved, p.queue[i])
+		}
+	}
+	p.queue, p.at, p.epoch = kept, at, v.Epoch
+	p.mu.Unlock()
+	if len(moved) > 0 {
+		r.metrics.rerouted.Add(float64(len(moved)))
+		r.reroute(moved)
+	}
+}
 
 // rerouteQueue routes again what is queued for a peer that is no longer a
 // member. Spans queued before it could have been known dead by an idle
@@ -385,13 +413,22 @@ func (r *Router) reroute(spans []traces.Span) {
 // post sends spans to a peer, halving a batch whose encoding is too large
 // for the peer to take (a few thousand very large spans).
 func (r *Router) post(m Member, spans []traces.Span, fragments bool) error {
+	return r.send1(m, spans, fragments, r.members.View().Epoch)
+}
+
+// postEpoch is post for spans routed by the view of that epoch.
+func (r *Router) postEpoch(m Member, spans []traces.Span, epoch uint64) error {
+	return r.send1(m, spans, false, epoch)
+}
+
+func (r *Router) send1(m Member, spans []traces.Span, fragments bool, epoch uint64) error {
 	body := abi.NewEncoder().Encode(spans, 0)
 	if len(body) > splitForwardBody && len(spans) > 1 {
 		half := len(spans) / 2
-		if err := r.post(m, spans[:half], fragments); err != nil {
+		if err := r.send1(m, spans[:half], fragments, epoch); err != nil {
 			return err
 		}
-		return r.post(m, spans[half:], fragments)
+		return r.send1(m, spans[half:], fragments, epoch)
 	}
 	req, err := http.NewRequest(http.MethodPost, "http://"+m.Addr+ForwardPath, bytes.NewReader(body))
 	if err != nil {
@@ -400,6 +437,7 @@ func (r *Router) post(m Member, spans []traces.Span, fragments bool) error {
 	req.Header.Set("Content-Type", "application/x-betrace-spans")
 	req.Header.Set(fromHeader, r.members.cfg.InstanceID)
 	req.Header.Set(incarnationHeader, r.members.incarnation)
+	req.Header.Set(epochHeader, strconv.FormatUint(epoch, 10))
 	if fragments {
 		req.Header.Set(fragmentHeader, "1")
 	}
@@ -423,6 +461,8 @@ const (
 	// fragmentHeader marks spans whose traces are fragments; the receiver
 	// keeps them, the sender having routed them by the same view.
 	fragmentHeader = "Betrace-Fragments"
+	// epochHeader is the view the sender routed the spans by.
+	epochHeader = "Betrace-Epoch"
 )
 
 // Handler accepts spans a peer forwarded. Spans of partitions this
@@ -480,11 +520,7 @@ func (r *Router) Handler() http.Handler {
 		if req.Header.Get(fragmentHeader) == "1" {
 			err = r.frags(req.Context(), spans)
 		} else {
-			var local []traces.Span
-			local, err = r.split(v, spans, from)
-			if err == nil && len(local) > 0 {
-				err = r.local(req.Context(), local)
-			}
+			err = r.accept(req.Context(), v, spans, from, req.Header.Get(epochHeader))
 		}
 		if err != nil {
 			status := http.StatusServiceUnavailable
@@ -496,6 +532,30 @@ func (r *Router) Handler() http.Handler {
 		}
 		w.WriteHeader(http.StatusOK)
 	})
+}
+
+// accept takes forwarded spans that from routed by the view of epoch
+// (decimal) into this instance or on to their owner. Routed by an older
+// view, they were in flight as the views changed, so this instance's view
+// decides, even if that means back to the sender. By a newer one, this
+// instance is about to adopt it and the sender knows best. By the same,
+// a peer whose owner differs can only be the sender, a moment ahead or
+// behind, and keeping them ends the exchange.
+func (r *Router) accept(ctx context.Context, v *View, spans []traces.Span, from, epoch string) error {
+	keep := from
+	if sent, err := strconv.ParseUint(epoch, 10, 64); err == nil {
+		switch {
+		case sent < v.Epoch:
+			keep = ""
+		case sent > v.Epoch:
+			return r.local(ctx, spans)
+		}
+	}
+	local, err := r.split(v, spans, keep)
+	if err == nil && len(local) > 0 {
+		err = r.local(ctx, local)
+	}
+	return err
 }
 
 // Shutdown sends what is queued, within ctx's deadline, then stops.
