@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -310,6 +311,30 @@ func TestRouterFollowsViewChanges(t *testing.T) {
 		t.Fatalf("forwarded request: status %d", resp.StatusCode)
 	}
 	waitFor("a did not pass on a span of b's partition", func() bool { return count(b, toB) == 1 && count(a, toB) == 0 })
+	// From b itself: routed by an older view, the span goes back to b, the
+	// owner now; routed by the view a has, the two disagree only for a
+	// moment and a keeps it rather than bounce it.
+	fromB := func(epoch uint64) {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodPost, a.http.URL+ForwardPath, bytes.NewReader(body))
+		req.Header.Set("Authorization", token.Header())
+		req.Header.Set(fromHeader, "b")
+		req.Header.Set(epochHeader, strconv.FormatUint(epoch, 10))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("forwarded request: status %d", resp.StatusCode)
+		}
+	}
+	fromB(a.m.View().Epoch - 1)
+	waitFor("a kept a span b routed by an older view", func() bool { return count(b, toB) == 2 && count(a, toB) == 0 })
+	fromB(a.m.View().Epoch)
+	if count(a, toB) != 1 {
+		t.Fatalf("a did not keep a span b routed by the same view: %d", count(a, toB))
+	}
 
 	// Spans for c's partition queue on a while c is unreachable.
 	toC := ownedBy("c")
