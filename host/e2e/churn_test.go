@@ -336,3 +336,39 @@ func TestClusterChurnKillRejoin(t *testing.T) {
 		t.Errorf("%d violating traces lost their verdict but only %v fragments were counted", counts["payment-fraud-check"].lostAllowed, frags)
 	}
 }
+
+// TestClusterChurnKillRestart: one of three members is killed with SIGKILL
+// under steady load and started again at once, before its entry expires.
+// The new process is a new incarnation: it replaces its predecessor's entry
+// as it joins, and the view that follows declares the predecessor lost.
+// Traces open around the death are fragments; nothing is reported falsely
+// or twice.
+func TestClusterChurnKillRestart(t *testing.T) {
+	t.Parallel()
+	c := startCluster(t, clusterOptions{Size: 3})
+	c.loadChurnRules(t)
+	l := startChurnLoad(t, c, 20*time.Millisecond, 0, 1, 2)
+	time.Sleep(2 * time.Second)
+	const victim = 2
+	survivors := []int{0, 1}
+	epoch := c.sum(t, "betrace_cluster_view_epoch", nil, 0)
+	killAt := time.Now()
+	c.kill(t, victim)
+	c.restart(t, victim)
+	eventually(t, 3*memberConfig.MemberTTL, "the survivors adopt the view with the new process", func() (bool, string) {
+		var got []float64
+		ok := true
+		for _, i := range survivors {
+			e := c.nodes[i].value(t, "betrace_cluster_view_epoch", nil)
+			got = append(got, e)
+			ok = ok && e > epoch
+		}
+		return ok, fmt.Sprintf("epochs %v, before the kill %v", got, epoch)
+	})
+	switched := time.Now()
+	t.Logf("killed %s and started it again; the survivors switched to the view with the new process %s later", c.ids[victim], switched.Sub(killAt).Round(time.Millisecond))
+	c.settle(t, 3)
+	time.Sleep(time.Second)
+	from, to := killAt.Add(-3*time.Second), switched.Add(clusterIdle+time.Second)
+	checkChurn(t, c, l, func(s churnTrace) bool { return !s.at.Before(from) && s.at.Before(to) })
+}

@@ -287,6 +287,16 @@ func New(cfg Config, logger *slog.Logger) (*Service, error) {
 // pool is full, which keeps the trace's bytes counted and pushes back on
 // ingest.
 func (s *Service) evaluate(t *traces.Trace) {
+	if s.cluster != nil && t.Completion != traces.CompletionShutdown && !t.Fragment {
+		// Completed a moment after a view gave its partition away, before
+		// the hand-off took it out of the buffer: its owner assembles it,
+		// with whatever reaches it directly.
+		if _, self := s.cluster.members.View().Owner(t.ID); !self {
+			s.cluster.router.HandOff(t.Spans)
+			t.Release()
+			return
+		}
+	}
 	var flags uint32
 	switch {
 	case t.Fragment:
