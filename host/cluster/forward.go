@@ -177,6 +177,13 @@ func (r *Router) HandOff(spans []traces.Span) {
 	r.reroute(spans)
 }
 
+// HandOffFragments is HandOff for spans of traces known to be fragments:
+// they stay fragments at their owner.
+func (r *Router) HandOffFragments(spans []traces.Span) {
+	r.metrics.handedOff.Add(float64(len(spans)))
+	r.rerouteFragments(spans)
+}
+
 func (r *Router) enqueue(m Member, spans []traces.Span) error {
 	// The queue is found and appended to under r.mu, so that a sender that
 	// retires its peer (see send) cannot leave spans behind in it.

@@ -321,14 +321,15 @@ func (s *Service) evaluate(t *traces.Trace) {
 // owner, which every instance routes their next spans to from the same
 // moment. No trace is then split by the change.
 func (s *Service) handOff(old, next *cluster.View) {
-	spans := s.assembler.Extract(func(id [16]byte) bool {
+	whole, frags := s.assembler.Extract(func(id [16]byte) bool {
 		_, was := old.Owner(id)
 		_, is := next.Owner(id)
 		return was && !is
 	})
-	if len(spans) > 0 {
-		s.logger.Info("handing over open traces of partitions another member now owns", "spans", len(spans), "epoch", next.Epoch)
-		s.cluster.router.HandOff(spans)
+	if len(whole)+len(frags) > 0 {
+		s.logger.Info("handing over open traces of partitions another member now owns", "spans", len(whole)+len(frags), "fragment_spans", len(frags), "epoch", next.Epoch)
+		s.cluster.router.HandOff(whole)
+		s.cluster.router.HandOffFragments(frags)
 	}
 }
 

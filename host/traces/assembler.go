@@ -329,17 +329,17 @@ func (a *Assembler) Sweep() int {
 }
 
 // Extract removes the traces being assembled whose ID moved reports true,
-// without completing them, and returns their spans: this instance no longer
-// owns them, and their owner assembles them with the spans that reach it
-// directly. Their bytes are released; their IDs are not remembered as
-// completed, so a span of one that still arrives here is assembled again.
-func (a *Assembler) Extract(moved func(traceID [16]byte) bool) []Span {
+// without completing them, and returns their spans, those of traces known
+// to be fragments apart: this instance no longer owns them, and their owner
+// assembles them with the spans that reach it directly. Their bytes are
+// released; their IDs are not remembered as completed, so a span of one
+// that still arrives here is assembled again.
+func (a *Assembler) Extract(moved func(traceID [16]byte) bool) (whole, fragments []Span) {
 	a.gate.RLock()
 	defer a.gate.RUnlock()
 	if a.closed {
-		return nil
+		return nil, nil
 	}
-	var out []Span
 	var freed int64
 	for i := range a.shards {
 		sh := &a.shards[i]
@@ -352,12 +352,16 @@ func (a *Assembler) Extract(moved func(traceID [16]byte) bool) []Span {
 			sh.remove(p.idx)
 			a.active.Add(-1)
 			freed += p.bytes
-			out = append(out, p.spans...)
+			if p.fragment {
+				fragments = append(fragments, p.spans...)
+			} else {
+				whole = append(whole, p.spans...)
+			}
 		}
 		sh.mu.Unlock()
 	}
 	a.used.Add(-freed)
-	return out
+	return whole, fragments
 }
 
 // Bytes returns the estimated bytes buffered, including completed traces not

@@ -679,9 +679,12 @@ func TestExtract(t *testing.T) {
 	if err := f.a.Add(ctx, []Span{span(1, 1), span(1, 2), span(2, 1), span(3, 1)}); err != nil {
 		t.Fatal(err)
 	}
-	out := f.a.Extract(func(id [16]byte) bool { return id == traceID(1) || id == traceID(3) })
-	if len(out) != 3 || f.a.Active() != 1 {
-		t.Fatalf("extracted %d spans, %d traces left; want 3 and 1", len(out), f.a.Active())
+	if err := f.a.AddFragments(ctx, []Span{span(3, 2)}); err != nil {
+		t.Fatal(err)
+	}
+	whole, frags := f.a.Extract(func(id [16]byte) bool { return id == traceID(1) || id == traceID(3) })
+	if len(whole) != 2 || len(frags) != 2 || f.a.Active() != 1 {
+		t.Fatalf("extracted %d spans whole and %d of fragments, %d traces left; want 2, 2 and 1", len(whole), len(frags), f.a.Active())
 	}
 	if want := SpanBytes([]Span{span(2, 1)}); f.a.Bytes() != want {
 		t.Fatalf("%d bytes still counted, want %d (trace 2 alone)", f.a.Bytes(), want)
