@@ -26,6 +26,10 @@ const (
 	// ExportDescribe is the optional `() -> i64` self-description: returns
 	// Pack(ptr, len) of a key/value record (see DescribeKey*).
 	ExportDescribe = "betrace_describe"
+	// ExportWholeTracesOnly is the optional `() -> ()` marker, never called,
+	// of a module that does not handle TraceFlagFragment: the host does not
+	// run it on a fragment, so none of its verdicts is reported on one.
+	ExportWholeTracesOnly = "betrace_whole_traces_only"
 	// ExportMemory is the module's linear memory.
 	ExportMemory = "memory"
 	// ExportInitialize is the optional reactor initializer, run once per
@@ -114,9 +118,11 @@ const (
 
 // Trace flags.
 const (
-	// TraceFlagFragment says the host knows the trace is incomplete (for
-	// example, spans were evaluated on another instance). Rules should not
-	// report the absence of a span on a fragment.
+	// TraceFlagFragment says the host knows the trace may be incomplete
+	// (for example, spans of it died with another instance). A rule must
+	// not report the absence of a span, or anything more spans could undo,
+	// on a fragment; a module that cannot tell exports
+	// ExportWholeTracesOnly and is not run on fragments.
 	TraceFlagFragment uint32 = 1 << 0
 )
 

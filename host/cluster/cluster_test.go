@@ -2,11 +2,11 @@ package cluster
 
 import (
 	"context"
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -65,70 +65,252 @@ func TestRendezvous(t *testing.T) {
 	}
 }
 
+// fakeClock is a clock the test moves; views are stamped with it, so a view
+// takes effect exactly when the test says.
+type fakeClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *fakeClock) now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *fakeClock) add(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+// changes records the views a member adopted, as the change callback sees them.
+type changes struct {
+	mu   sync.Mutex
+	seen [][2]*View
+}
+
+func (c *changes) record(old, next *View) {
+	c.mu.Lock()
+	c.seen = append(c.seen, [2]*View{old, next})
+	c.mu.Unlock()
+}
+
+func (c *changes) last() (int, *View, *View) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.seen) == 0 {
+		return 0, nil, nil
+	}
+	l := c.seen[len(c.seen)-1]
+	return len(c.seen), l[0], l[1]
+}
+
+// idInPartition returns a trace ID of partition p.
+func idInPartition(p int) [16]byte {
+	var id [16]byte
+	id[15] = byte(p)
+	return id
+}
+
 func TestMembership(t *testing.T) {
 	srv := redistest.Start(t)
-	clock := time.Now
-	join := func(id string) *Membership {
-		cfg := DefaultConfig()
-		cfg.InstanceID, cfg.AdvertiseAddr, cfg.Prefix = id, id+":1", "t:"
-		m, err := NewMembership(cfg, srv.Client(), quiet, prometheus.NewRegistry(), clock)
+	clock := &fakeClock{t: time.Now()}
+	cfg := DefaultConfig()
+	// The heartbeat loop never fires on its own here: the test beats and
+	// moves the clock, so every step is exact.
+	cfg.Heartbeat, cfg.MemberTTL, cfg.Timeout, cfg.Prefix = time.Hour, 3*time.Hour, time.Second, "t:"
+	delay := cfg.SwitchDelay()
+	ctx := context.Background()
+	join := func(id string) (*Membership, *changes) {
+		c := cfg
+		c.InstanceID, c.AdvertiseAddr = id, id+":1"
+		m, err := NewMembership(c, srv.Client(), quiet, prometheus.NewRegistry(), clock.now)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := m.Start(context.Background()); err != nil {
+		seen := &changes{}
+		m.OnChange(seen.record)
+		if err := m.Start(ctx); err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(func() { m.Leave(context.Background()) })
-		return m
+		t.Cleanup(func() {
+			ctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+			defer cancel()
+			m.Leave(ctx)
+		})
+		return m, seen
 	}
-	a := join("a")
-	b := join("b")
-	if err := a.beat(context.Background()); err != nil {
-		t.Fatal(err)
+	beat := func(ms ...*Membership) {
+		t.Helper()
+		for _, m := range ms {
+			if err := m.beat(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
 	}
-	if n := len(a.View().Members); n != 2 || len(b.View().Members) != 2 {
-		t.Fatalf("a sees %d members, b sees %d", n, len(b.View().Members))
+	// switchOver moves the clock to the latest view's start and has every
+	// member adopt it, as their timers would.
+	switchOver := func(ms ...*Membership) {
+		views := *ms[0].views.Load()
+		clock.mu.Lock()
+		clock.t = views[len(views)-1].Start
+		clock.mu.Unlock()
+		for _, m := range ms {
+			m.adopt()
+		}
 	}
-	var tid [16]byte
-	rand.Read(tid[:])
-	ownerA, selfA := a.View().Owner(tid)
-	ownerB, selfB := b.View().Owner(tid)
-	if ownerA != ownerB || selfA == selfB {
-		t.Fatalf("a says %v (self %v), b says %v (self %v)", ownerA, selfA, ownerB, selfB)
+	sameOwners := func(ms ...*Membership) {
+		t.Helper()
+		for _, m := range ms[1:] {
+			if fmt.Sprint(owners(m.View())) != fmt.Sprint(owners(ms[0].View())) || m.View().Epoch != ms[0].View().Epoch {
+				t.Fatalf("%s (epoch %d) and %s (epoch %d) disagree on ownership", m.cfg.InstanceID, m.View().Epoch, ms[0].cfg.InstanceID, ms[0].View().Epoch)
+			}
+		}
 	}
-	// Leaving takes effect at once, not after the TTL.
-	if err := b.Leave(context.Background()); err != nil {
-		t.Fatal(err)
+
+	// The first member of a fresh cluster owns everything at once.
+	a, seenA := join("a")
+	if v := a.View(); len(v.Members) != 1 || v.Self != 0 || v.Epoch != 1 {
+		t.Fatalf("a alone: %d members, self %d, epoch %d", len(v.Members), v.Self, v.Epoch)
 	}
-	if err := a.beat(context.Background()); err != nil {
-		t.Fatal(err)
+
+	// A joiner routes by the view in effect, which it is not part of, until
+	// its own takes effect: on both members at the same instant.
+	b, seenB := join("b")
+	if v := b.View(); len(v.Members) != 1 || v.Self != -1 || v.Members[0].ID != "a" {
+		t.Fatalf("b before its view starts: members %v, self %d; want a alone", v.Members, v.Self)
 	}
+	beat(a)
 	if n := len(a.View().Members); n != 1 {
-		t.Fatalf("a still sees %d members after b left", n)
+		t.Fatalf("a adopted the view with b before it started: %d members", n)
 	}
-	// Ownership of some partitions changed just now: traces open across
-	// that moment are fragments; traces long finished are not.
-	now := time.Now()
-	moved := 0
+	clock.add(delay - time.Millisecond)
+	if len(a.View().Members) != 1 || len(b.View().Members) != 1 {
+		t.Fatal("a view took effect before its start")
+	}
+	switchOver(a, b)
+	joined := clock.now()
+	if len(a.View().Members) != 2 || len(b.View().Members) != 2 {
+		t.Fatalf("at the start a sees %d members, b %d", len(a.View().Members), len(b.View().Members))
+	}
+	sameOwners(a, b)
+	n, old, next := seenA.last()
+	if n != 2 || len(old.Members) != 1 || len(next.Members) != 2 {
+		t.Fatalf("a's change callback: %d calls, last from %v to %v", n, old, next)
+	}
+	// b adopted the view in effect at its first contact, then its own.
+	if n, old, _ := seenB.last(); n != 2 || len(old.Members) != 1 || old.Self != -1 {
+		t.Fatalf("b's change callback ran %d times, last from %v; want twice, from the view without b", n, old)
+	}
+	// b took partitions over from a, which handed them over: b's traces
+	// there are whole. a no longer owns them: what it still completes there
+	// is a fragment.
+	took := -1
 	for p := range Partitions {
-		var id [16]byte
-		id[15] = byte(p)
-		if a.Fragment(id, now.Add(-time.Minute), now.Add(time.Second)) {
-			moved++
-		}
-		if a.Fragment(id, now.Add(-2*time.Hour), now.Add(-time.Hour)) {
-			t.Fatal("a trace completed before the change is marked a fragment")
+		if _, self := b.View().Owner(idInPartition(p)); self {
+			took = p
+			break
 		}
 	}
-	if moved == 0 {
-		t.Fatal("no partition is marked as having changed owner")
+	if took < 0 {
+		t.Fatal("b owns no partition")
 	}
+	if b.Fragment(idInPartition(took), joined, joined.Add(time.Second), time.Second) {
+		t.Fatal("a trace of a partition handed over at a join is a fragment")
+	}
+	if !a.Fragment(idInPartition(took), joined.Add(-time.Second), joined.Add(time.Second), time.Second) {
+		t.Fatal("a trace completed by a member that no longer owns its partition is not a fragment")
+	}
+
+	// A member that dies is dropped by the first survivor whose heartbeat
+	// finds its entry expired; the view says it was lost, and traces of its
+	// partitions open around the change are fragments at the new owner.
+	c, _ := join("c")
+	beat(a, b)
+	switchOver(a, b, c)
+	sameOwners(a, b, c)
+	cPart := -1
+	for p := range Partitions {
+		if _, self := c.View().Owner(idInPartition(p)); self {
+			cPart = p
+			break
+		}
+	}
+	// c stops beating; a and b go on.
+	clock.add(cfg.MemberTTL / 2)
+	beat(a, b)
+	clock.add(cfg.MemberTTL/2 + time.Millisecond)
+	beat(a, b)
+	switchOver(a, b)
+	died := clock.now()
+	if v := a.View(); len(v.Members) != 2 || !slices.Equal(v.Lost, []string{"c"}) {
+		t.Fatalf("after c's entry expired: members %v, lost %v", v.Members, v.Lost)
+	}
+	sameOwners(a, b)
+	heir := a
+	if _, self := b.View().Owner(idInPartition(cPart)); self {
+		heir = b
+	}
+	id := idInPartition(cPart)
+	// Nobody found c gone before its entry expired: traces open on a
+	// survivor from c's possible death are fragments, in any partition.
+	// Traces first seen at the change are whole: spans queued for c that
+	// may share a trace with what c held arrive marked (Router).
+	if !heir.Fragment(id, died.Add(-delay), died.Add(time.Second), time.Second) {
+		t.Fatal("a trace open on the heir while c may have died is not a fragment")
+	}
+	if !heir.Fragment(idInPartition(took), died.Add(-delay), died.Add(time.Second), time.Second) {
+		t.Fatal("a trace of another partition open while c may have died is not a fragment")
+	}
+	if heir.Fragment(id, died, died.Add(time.Second), time.Second) {
+		t.Fatal("a trace first seen at the change is a fragment")
+	}
+	if heir.Fragment(id, died.Add(-2*cfg.lostWindow()), died.Add(-cfg.lostWindow()-time.Second), time.Second) {
+		t.Fatal("a trace completed before c could have died is a fragment")
+	}
+
+	// A restarted instance is a new incarnation: it replaces its own stale
+	// entry at once, and its predecessor counts as lost.
+	c2, _ := join("c")
+	beat(a, b)
+	switchOver(a, b, c2)
+	back := clock.now()
+	if v := c2.View(); len(v.Members) != 3 || !slices.Equal(v.Lost, nil) {
+		t.Fatalf("c back: members %v, lost %v", v.Members, v.Lost)
+	}
+	c3, _ := join("c") // restarted again before anyone noticed c2 died
+	beat(a, b)
+	switchOver(a, b, c3)
+	if v := c3.View(); len(v.Members) != 3 || !slices.Equal(v.Lost, []string{"c"}) || v.Members[2].Incarnation != c3.incarnation {
+		t.Fatalf("c restarted: members %v, lost %v", v.Members, v.Lost)
+	}
+	if !c3.Fragment(id, back, clock.now().Add(time.Second), time.Second) {
+		t.Fatal("a trace the restarted instance assembled over its predecessor's death is not a fragment")
+	}
+
+	// Leaving takes effect at once, not after the TTL, and on every member
+	// at the same start.
+	left := make(chan error, 1)
+	go func() { left <- c3.Leave(ctx) }()
+	for {
+		views := *c3.views.Load()
+		if len(views[len(views)-1].Members) == 2 {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	beat(a, b)
+	switchOver(a, b, c3)
+	if err := <-left; err != nil {
+		t.Fatal(err)
+	}
+	if v := c3.View(); v.Self != -1 || len(v.Members) != 2 || len(v.Lost) != 0 {
+		t.Fatalf("c after leaving: self %d, members %v, lost %v", v.Self, v.Members, v.Lost)
+	}
+	sameOwners(a, b, c3)
+
 	// Redis down: the last view is kept and readiness reports it.
 	srv.Stop()
-	if err := a.beat(context.Background()); err == nil {
+	if err := a.beat(ctx); err == nil {
 		t.Fatal("heartbeat succeeded with Redis stopped")
 	}
-	if a.RedisUp(context.Background()) == nil || len(a.View().Members) != 1 {
+	if a.RedisUp(ctx) == nil || len(a.View().Members) != 2 {
 		t.Fatal("Redis outage not reported, or the view was dropped")
 	}
 }

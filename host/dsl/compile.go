@@ -369,20 +369,33 @@ func reportPatterns(e Expr, neg bool, out []*Pattern) []*Pattern {
 }
 
 // evaluate builds betrace_evaluate(size i32) -> i64.
-// Locals: 0 size, 1 i, 2 idx, 3 alwaysFailed, 4 neverHeld.
+// Locals: 0 size, 1 i, 2 idx, 3 alwaysFailed, 4 neverHeld, 5 fragment.
+// On a fragment it gives EvaluateTrace's verdict: nothing unless the rule
+// is fragment-safe, and then `always` is not judged.
 func (c *compiler) evaluate(r *Rule, base uint32, recs [3]uint64) (*wFunc, error) {
-	f := &wFunc{params: []byte{wI32}, results: []byte{wI64}, locals: []byte{wI32, wI32, wI32, wI32}, export: abiv1.ExportEvaluate}
+	f := &wFunc{params: []byte{wI32}, results: []byte{wI64}, locals: []byte{wI32, wI32, wI32, wI32, wI32}, export: abiv1.ExportEvaluate}
 	b := &f.body
 	b.i32(int64(base)).mem(opI32Load, abiv1.HeaderSpanTable).i32(int64(base)).op(opI32Add).gset(gSpanTable)
 	b.i32(int64(base)).mem(opI32Load, abiv1.HeaderSpanCount).gset(gSpanCount)
 	b.i32(int64(base)).mem(opI32Load, abiv1.HeaderAttrTable).i32(int64(base)).op(opI32Add).gset(gAttrTable)
 	b.i32(int64(base)).mem(opI32Load, abiv1.HeaderStringTable).i32(int64(base)).op(opI32Add).gset(gStrTable)
+	b.i32(int64(base)).mem(opI32Load, abiv1.HeaderFlags).i32(int64(abiv1.TraceFlagFragment)).op(opI32And).set(5)
+	safe := r.fragmentSafe()
+	if !safe {
+		b.get(5).op(opIf, blockVoid).i64(0).op(opReturn, opEnd)
+	}
 	b.gget(gSpanCount).op(opI32Eqz, opIf, blockVoid).i64(0).op(opReturn, opEnd)
 	c.cond(b, r.When)
 	b.op(opI32Eqz, opIf, blockVoid).i64(0).op(opReturn, opEnd)
 	if r.Always != nil {
+		if safe {
+			b.get(5).op(opI32Eqz, opIf, blockVoid)
+		}
 		c.cond(b, r.Always)
 		b.op(opI32Eqz).set(3)
+		if safe {
+			b.op(opEnd)
+		}
 	}
 	if r.Never != nil {
 		c.cond(b, r.Never)

@@ -51,8 +51,14 @@ func compileLoad(tb testing.TB, h *sandbox.Host, src string) (*Rule, *sandbox.Sa
 // back to a Verdict on the input slice.
 func compiledVerdict(tb testing.TB, s *sandbox.Sandbox, spans []traces.Span) Verdict {
 	tb.Helper()
+	return compiledVerdictFlags(tb, s, spans, 0)
+}
+
+// compiledVerdictFlags is compiledVerdict with the trace flags set.
+func compiledVerdictFlags(tb testing.TB, s *sandbox.Sandbox, spans []traces.Span, flags uint32) Verdict {
+	tb.Helper()
 	enc := abi.NewEncoder()
-	buf := enc.Encode(spans, 0)
+	buf := enc.Encode(spans, flags)
 	res, err := s.Evaluate(context.Background(), buf, uint32(len(spans)), nil)
 	if err != nil {
 		tb.Fatalf("evaluate: %v", err)
@@ -71,14 +77,18 @@ func compiledVerdict(tb testing.TB, s *sandbox.Sandbox, spans []traces.Span) Ver
 	return Verdict{}
 }
 
+// checkSame requires the compiled rule and the interpreter to agree on
+// spans, both as a whole trace and as a fragment.
 func checkSame(tb testing.TB, r *Rule, s *sandbox.Sandbox, spans []traces.Span) {
 	tb.Helper()
-	want, err := Evaluate(r, spans)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	if got := compiledVerdict(tb, s, spans); got != want {
-		tb.Errorf("rule %s\ntrace %s\ncompiled    %+v\ninterpreted %+v", r, traceString(spans), got, want)
+	for _, flags := range []uint32{0, abiv1.TraceFlagFragment} {
+		want, err := EvaluateTrace(r, spans, flags)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		if got := compiledVerdictFlags(tb, s, spans, flags); got != want {
+			tb.Errorf("rule %s\ntrace %s (flags %#x)\ncompiled    %+v\ninterpreted %+v", r, traceString(spans), flags, got, want)
+		}
 	}
 }
 
@@ -230,6 +240,47 @@ func TestCompilePaymentFraudCheck(t *testing.T) {
 		t.Errorf("clean trace fired: %+v", got)
 	}
 	checkSame(t, r, s, clean)
+}
+
+// TestCompileFragment: on a fragment a compiled rule reports only what the
+// whole trace would be reported for whatever spans are missing: a `never`
+// that held on the spans present, under a `when` and `never` that more
+// spans cannot undo; never a failed `always`, a negation or a count that
+// more spans could change.
+func TestCompileFragment(t *testing.T) {
+	h := testHost(t)
+	charged := []traces.Span{sp("checkout", 1), sp("payment.charge", 2), sp("debug.dump", 3)}
+	cases := []struct {
+		src  string
+		want bool // fires on charged as a fragment
+	}{
+		{`when { payment.charge } always { fraud.check }`, false},
+		{`when { payment.charge } never { debug.dump }`, true},
+		{`when { payment.charge } always { fraud.check } never { debug.dump }`, true},
+		{`when { payment.charge and count(checkout) >= 1 } never { debug.dump or audit }`, true},
+		{`when { payment.charge.where(not "feature.flag") } never { debug.dump }`, true},
+		{`when { not fraud.check } never { debug.dump }`, false},
+		{`when { payment.charge } never { debug.dump and not audit }`, false},
+		{`when { count(payment.charge) < 2 } never { debug.dump }`, false},
+		{`when { count(payment.charge) != count(fraud.check) } never { debug.dump }`, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.src, func(t *testing.T) {
+			r, s, _ := compileLoad(t, h, tc.src)
+			whole := compiledVerdict(t, s, charged)
+			if !whole.Fired {
+				t.Fatalf("does not fire on the whole trace: %+v", whole)
+			}
+			got := compiledVerdictFlags(t, s, charged, abiv1.TraceFlagFragment)
+			if got.Fired != tc.want {
+				t.Fatalf("on a fragment: fired %v (%+v), want %v", got.Fired, got, tc.want)
+			}
+			if got.Fired && (got.SpanIndex != whole.SpanIndex || !strings.Contains(got.Message, " with ") || strings.Contains(got.Message, "without")) {
+				t.Fatalf("on a fragment: %+v; want the never verdict on the whole trace's span %d", got, whole.SpanIndex)
+			}
+			checkSame(t, r, s, charged)
+		})
+	}
 }
 
 func TestCompileRefuses(t *testing.T) {

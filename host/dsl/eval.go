@@ -3,6 +3,7 @@ package dsl
 import (
 	"errors"
 	"math"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -25,23 +26,63 @@ type Verdict struct {
 	Message string
 }
 
-// Evaluate runs the reference interpreter: the rule fires when `when` holds
-// and the `always` condition does not, or the `never` condition does. A rule
-// is immutable after Parse, so Evaluate may run concurrently on one rule.
+// Evaluate runs the reference interpreter on a whole trace: the rule fires
+// when `when` holds and the `always` condition does not, or the `never`
+// condition does. A rule is immutable after Parse, so Evaluate may run
+// concurrently on one rule.
 func Evaluate(r *Rule, spans []traces.Span) (Verdict, error) {
+	return EvaluateTrace(r, spans, 0)
+}
+
+// EvaluateTrace is Evaluate with the trace flags of the ABI header. On a
+// fragment (abiv1.TraceFlagFragment: spans of the trace may be missing)
+// only a verdict that every completion of the trace would share is
+// reported: `never` holding where `when` and `never` are both FragmentSafe.
+// An `always` that fails may fail only for want of a span held elsewhere,
+// and so is never reported on a fragment.
+func EvaluateTrace(r *Rule, spans []traces.Span, flags uint32) (Verdict, error) {
 	none := Verdict{SpanIndex: -1}
 	if r == nil || r.When == nil || (r.Always == nil && r.Never == nil) {
 		return none, errors.New("dsl: rule needs a when clause and an always or never clause")
 	}
+	fragment := flags&abiv1.TraceFlagFragment != 0
+	if fragment && !r.fragmentSafe() {
+		return none, nil
+	}
 	if len(spans) == 0 || !evalCond(r.When, spans) {
 		return none, nil
 	}
-	alwaysFailed := r.Always != nil && !evalCond(r.Always, spans)
+	alwaysFailed := !fragment && r.Always != nil && !evalCond(r.Always, spans)
 	neverHeld := r.Never != nil && evalCond(r.Never, spans)
 	if !alwaysFailed && !neverHeld {
 		return none, nil
 	}
 	return Verdict{Fired: true, SpanIndex: reportSpan(r.When, spans), Message: message(r, alwaysFailed, neverHeld)}, nil
+}
+
+// fragmentSafe says whether the rule's `never` verdict can be reported on a
+// fragment: it has one, and both it and `when` are FragmentSafe.
+func (r *Rule) fragmentSafe() bool {
+	return r.Never != nil && FragmentSafe(r.When) && FragmentSafe(r.Never)
+}
+
+// FragmentSafe reports whether e, once true on some spans of a trace, stays
+// true on the whole trace: built from span patterns, `and`, `or` and counts
+// that must reach a number, with no `not` and no count bounded above or
+// compared with another count. A `.where(…)` filter judges one span, which
+// arrives whole, so anything may appear inside it.
+func FragmentSafe(e Expr) bool {
+	switch n := e.(type) {
+	case *And:
+		return !slices.ContainsFunc(n.Terms, func(t Expr) bool { return !FragmentSafe(t) })
+	case *Or:
+		return !slices.ContainsFunc(n.Terms, func(t Expr) bool { return !FragmentSafe(t) })
+	case *Exists:
+		return true
+	case *Count:
+		return n.Right == nil && (n.Op == OpGt || n.Op == OpGe)
+	}
+	return false
 }
 
 // message names what failed: "W without A", "W with N" or "W without A and

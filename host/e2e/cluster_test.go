@@ -385,9 +385,10 @@ func TestClusterQuarantine(t *testing.T) {
 // drop it from membership within about the member TTL and take over its
 // partitions: every trace they acknowledged and own keeps its verdict,
 // every trace sent once ownership settled gets its violations, and the
-// traces that lose their verdict are only ones routed to the victim around
-// the kill (its buffer, and traces of its partitions that reached their
-// new owner within the idle timeout of the change: fragments by design).
+// traces that lose their verdict are only ones open around the kill (its
+// buffer, traces of its partitions that reached their new owner within the
+// idle timeout of the change, and traces open on a survivor as it died,
+// which may have had spans on it: fragments by design).
 func TestClusterKill(t *testing.T) {
 	t.Parallel()
 	c := startCluster(t, clusterOptions{Size: 3})
@@ -413,8 +414,8 @@ func TestClusterKill(t *testing.T) {
 	changedAt := killAt.Add(gone)
 	t.Logf("killed %s; both survivors counted 2 members after %s (heartbeat %s, member TTL %s)",
 		c.ids[victim], gone.Round(time.Millisecond), memberConfig.Heartbeat, memberConfig.MemberTTL)
-	if gone > memberConfig.MemberTTL+memberConfig.Heartbeat+2*time.Second {
-		t.Errorf("the survivors took %s to drop the killed member, want about the member TTL %s", gone, memberConfig.MemberTTL)
+	if gone > memberConfig.MemberTTL+memberConfig.Heartbeat+memberConfig.SwitchDelay()+2*time.Second {
+		t.Errorf("the survivors took %s to drop the killed member, want about the member TTL %s and the switch delay %s", gone, memberConfig.MemberTTL, memberConfig.SwitchDelay())
 	}
 	// Traces offered after ownership settled (the change plus the idle
 	// timeout, so that they are no fragments) must all be evaluated.
@@ -427,7 +428,7 @@ func TestClusterKill(t *testing.T) {
 	vs, _ := c.nodes[0].allViolations(t, url.Values{"rule_id": {rule}})
 	got := byTrace(vs)
 	windowStart := killAt.Add(-3 * time.Second) // a trace buffered on the victim arrived at most this long before it died
-	var acked, afterSettled, takenOver, routedToVictim, inWindow, lostBefore, lostAfter int
+	var acked, afterSettled, takenOver, routedToVictim, inWindow, lostBefore, lostAfter, lostElsewhere int
 	for _, s := range sent {
 		if !s.ok {
 			continue
@@ -456,6 +457,11 @@ func TestClusterKill(t *testing.T) {
 			lostBefore++
 		case n == 0 && viaVictim && window:
 			lostAfter++
+		case n == 0 && window:
+			// Open on a survivor while the victim died: spans of it may
+			// have been acknowledged by the victim and died there, which
+			// no survivor can know, so it was evaluated as a fragment.
+			lostElsewhere++
 		default:
 			t.Errorf("trace sent to %s at kill%+.2fs (owner %s, via victim %v): %d violations, want 2",
 				c.ids[s.to], s.at.Sub(killAt).Seconds(), c.ids[owner], viaVictim, n)
@@ -470,10 +476,10 @@ func TestClusterKill(t *testing.T) {
 	if takenOver == 0 {
 		t.Error("no trace of the victim's partitions was sent after ownership settled")
 	}
-	t.Logf("kill gap: %d of %d acknowledged violating traces got no violation (%d sent before the kill: buffered on the victim; %d after: in the victim's partitions, rerouted whole by the survivors but evaluated as fragments of the ownership change); "+
+	t.Logf("kill gap: %d of %d acknowledged violating traces got no violation (%d sent before the kill: buffered on the victim; %d after: in the victim's partitions, rerouted whole by the survivors but evaluated as fragments of the ownership change; %d open on a survivor as the victim died, evaluated as fragments); "+
 		"all were routed to the victim between kill-3s and ownership settled (kill+%s), where %d of %d traces were routed to it; "+
 		"%d traces sent after ownership settled all evaluated, %d of them in the victim's former partitions; survivors' failed forwarding attempts: %v spans",
-		lostBefore+lostAfter, acked, lostBefore, lostAfter, settledAt.Sub(killAt).Round(time.Millisecond), routedToVictim, inWindow,
+		lostBefore+lostAfter+lostElsewhere, acked, lostBefore, lostAfter, lostElsewhere, settledAt.Sub(killAt).Round(time.Millisecond), routedToVictim, inWindow,
 		afterSettled, takenOver, c.sum(t, "betrace_forward_errors_total", map[string]string{"reason": "send"}, survivors...))
 }
 

@@ -50,7 +50,7 @@ type Verdict struct {
 	Fault      *sandbox.Fault
 	Quarantine *rules.Quarantine
 	// Skipped is the reason the rule was not run on this trace
-	// (SkipOverShare); the verdict has nothing else.
+	// (SkipOverShare, SkipFragment); the verdict has nothing else.
 	Skipped string
 }
 
@@ -86,6 +86,10 @@ func (e *Evaluator) Evaluate(ctx context.Context, spans []traces.Span, flags uin
 		res, err := r.Sandbox.Evaluate(ctx, encoded, n, e.violations[:0])
 		if errors.Is(err, sandbox.ErrClosed) {
 			continue // replaced or deleted while this trace was in flight
+		}
+		if res.NotRun {
+			report(Verdict{Rule: r, Skipped: SkipFragment})
+			continue
 		}
 		end := e.now()
 		v := Verdict{Rule: r, Violations: res.Violations, FuelUsed: res.FuelUsed, Duration: end.Sub(start)}

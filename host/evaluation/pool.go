@@ -167,6 +167,10 @@ func (p *Pool) evaluate(ctx context.Context, ev *Evaluator, j Job, found []viola
 	var offending []int // span indexes; only traces that violate allocate
 	ev.Evaluate(ctx, j.Spans, j.Flags, rs, func(v Verdict) {
 		m := p.metrics.forRule(v.Rule.ID)
+		if v.Skipped == SkipFragment {
+			m.skippedFragment.Inc()
+			return
+		}
 		if v.Skipped != "" {
 			m.skipped.Inc()
 			return
@@ -255,6 +259,7 @@ type ruleMetrics struct {
 	duration, fuel          prometheus.Observer
 	pass, violation, errors prometheus.Counter
 	skipped                 prometheus.Counter // reason over_share
+	skippedFragment         prometheus.Counter // reason fragment
 }
 
 func newPoolMetrics(reg prometheus.Registerer) *poolMetrics {
@@ -272,7 +277,7 @@ func newPoolMetrics(reg prometheus.Registerer) *poolMetrics {
 		queued: prometheus.NewGauge(prometheus.GaugeOpts{Name: "betrace_evaluation_queue_length",
 			Help: "Completed traces waiting for an evaluation worker."}),
 		skipped: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "betrace_rule_evaluations_skipped_total",
-			Help: "Traces a rule was not run on, by reason: over_share, it had taken more than its share of the workers while traces waited."}, []string{"rule_id", "reason"}),
+			Help: "Traces a rule was not run on, by reason: over_share, it had taken more than its share of the workers while traces waited; fragment, the trace was a fragment and the rule's module judges whole traces only."}, []string{"rule_id", "reason"}),
 		brokenLinks: prometheus.NewCounter(prometheus.CounterOpts{Name: "betrace_span_parent_cycles_broken_total",
 			Help: "Parent links cut before evaluation because they closed a cycle (A's parent is B, B's is A): the sender's spans were malformed."}),
 		rules: map[string]*ruleMetrics{},
@@ -294,7 +299,7 @@ func (m *poolMetrics) forRule(id string) *ruleMetrics {
 		rm = &ruleMetrics{
 			duration: m.duration.WithLabelValues(id), fuel: m.fuel.WithLabelValues(id),
 			pass: m.total.WithLabelValues(id, "pass"), violation: m.total.WithLabelValues(id, "violation"), errors: m.total.WithLabelValues(id, "error"),
-			skipped: m.skipped.WithLabelValues(id, SkipOverShare),
+			skipped: m.skipped.WithLabelValues(id, SkipOverShare), skippedFragment: m.skipped.WithLabelValues(id, SkipFragment),
 		}
 		m.rules[id] = rm
 	}

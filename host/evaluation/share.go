@@ -36,6 +36,11 @@ const DefaultShareWindow = 10 * time.Second
 // had taken more than its share of the workers.
 const SkipOverShare = "over_share"
 
+// SkipFragment is the reason of an evaluation skipped because the trace is
+// a fragment and the rule's module judges whole traces only
+// (abiv1.ExportWholeTracesOnly).
+const SkipFragment = "fragment"
+
 // Validate reports a share outside [0, 1] or a negative window.
 func (c ShareConfig) Validate() error {
 	if c.Share < 0 || c.Share > 1 {

@@ -3,6 +3,7 @@ package sandbox
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"strings"
@@ -90,6 +91,7 @@ type Sandbox struct {
 	moduleCfg wazero.ModuleConfig
 	desc      abi.Description
 	source    string // betrace.source custom section
+	wholeOnly bool   // exports abiv1.ExportWholeTracesOnly
 	log       *Log
 
 	idle  chan *instance
@@ -228,6 +230,7 @@ func (s *Sandbox) admit(ctx, compileCtx context.Context, code []byte) error {
 		mod, name, _ := m.Import()
 		return fmt.Errorf("%w: memory %s.%s; a rule must define its own memory", ErrImportNotAllowed, mod, name)
 	}
+	_, s.wholeOnly = compiled.ExportedFunctions()[abiv1.ExportWholeTracesOnly]
 	if err := checkExports(compiled); err != nil {
 		return err
 	}
@@ -291,6 +294,7 @@ func checkExports(m wazero.CompiledModule) error {
 		{abiv1.ExportEvaluate, []api.ValueType{api.ValueTypeI32}, []api.ValueType{api.ValueTypeI64}, false},
 		{abiv1.ExportDescribe, nil, []api.ValueType{api.ValueTypeI64}, true},
 		{abiv1.ExportInitialize, nil, nil, true},
+		{abiv1.ExportWholeTracesOnly, nil, nil, true},
 	}
 	funcs := m.ExportedFunctions()
 	for _, w := range want {
@@ -430,6 +434,9 @@ func (s *Sandbox) remaining(inst *instance) int64 {
 type Result struct {
 	Violations []abi.Violation
 	FuelUsed   uint64
+	// NotRun is set when the trace is a fragment and the module declared
+	// it judges whole traces only (abiv1.ExportWholeTracesOnly).
+	NotRun bool
 }
 
 // Evaluate runs the encoded trace (spanCount spans) through the rule and
@@ -439,6 +446,11 @@ func (s *Sandbox) Evaluate(ctx context.Context, encoded []byte, spanCount uint32
 	defer s.mu.RUnlock()
 	if s.closed.Load() {
 		return Result{Violations: dst}, ErrClosed
+	}
+	// The host cannot tell an absence verdict from any other, so a module
+	// that does not read the fragment flag gets no say on a fragment.
+	if s.wholeOnly && len(encoded) >= abiv1.HeaderSize && binary.LittleEndian.Uint32(encoded[abiv1.HeaderFlags:])&abiv1.TraceFlagFragment != 0 {
+		return Result{Violations: dst, NotRun: true}, nil
 	}
 	inst, err := s.acquire(ctx)
 	if err != nil {

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/betracehq/betrace/api/abiv1"
 	"github.com/betracehq/betrace/host/abi"
 	"github.com/betracehq/betrace/host/internal/testrules"
 	"github.com/betracehq/betrace/host/traces"
@@ -391,5 +392,50 @@ func TestCloseTwice(t *testing.T) {
 	}
 	if _, err := s.Evaluate(context.Background(), nil, 0, nil); !errors.Is(err, ErrClosed) {
 		t.Fatalf("evaluate after close: %v", err)
+	}
+}
+
+// alwaysReports is an ABI v1 rule that reports one violation on span 0 of
+// every trace, without reading the trace at all: it cannot tell a fragment.
+func alwaysReports(wholeOnly bool) []byte {
+	m := abiModule(1)
+	// Record at address 0: count 1, span 0, empty message, no attributes.
+	m.funcs[2].body = []byte{0x41, 0x00, 0x41, 0x01, 0x36, 0x02, 0x00, 0x42, 0x10}
+	if wholeOnly {
+		m.funcs = append(m.funcs, wasmFunc{export: abiv1.ExportWholeTracesOnly})
+	}
+	return m.bytes()
+}
+
+// TestWholeTracesOnly: a module that exports abiv1.ExportWholeTracesOnly is
+// not run on a fragment, so none of its verdicts is reported on one; on a
+// whole trace, and for a module without the marker, nothing changes.
+func TestWholeTracesOnly(t *testing.T) {
+	h := newHost(t)
+	spans := []traces.Span{{TraceID: [16]byte{1}, SpanID: [8]byte{1}, Name: "payment.charge"}}
+	for _, tc := range []struct {
+		wholeOnly bool
+		flags     uint32
+		reported  bool
+	}{
+		{false, 0, true},
+		{false, abiv1.TraceFlagFragment, true}, // the module reads the flag itself, or should
+		{true, 0, true},
+		{true, abiv1.TraceFlagFragment, false},
+	} {
+		s := load(t, h, alwaysReports(tc.wholeOnly), Limits{})
+		res, err := s.Evaluate(context.Background(), abi.NewEncoder().Encode(spans, tc.flags), uint32(len(spans)), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := len(res.Violations) == 1; got != tc.reported || res.NotRun == tc.reported {
+			t.Errorf("marker %v, flags %#x: %d violations, not run %v; want reported %v", tc.wholeOnly, tc.flags, len(res.Violations), res.NotRun, tc.reported)
+		}
+	}
+	// The marker has a fixed type, like every export of the ABI.
+	bad := abiModule(1)
+	bad.funcs = append(bad.funcs, wasmFunc{results: []byte{i32}, body: []byte{0x41, 0x00}, export: abiv1.ExportWholeTracesOnly})
+	if _, err := h.Load(context.Background(), bad.bytes(), Limits{}); !errors.Is(err, ErrMissingExport) {
+		t.Errorf("a marker of type () -> i32 was admitted: %v", err)
 	}
 }

@@ -251,9 +251,11 @@ func New(cfg Config, logger *slog.Logger) (*Service, error) {
 	sink := ingest.Sink(s.admit)
 	handlers := map[string]http.Handler{}
 	if s.cluster != nil {
-		s.cluster.router = cluster.NewRouter(cluster.ForwardConfig{Token: s.cluster.token}, s.cluster.members, s.admit, logger.With("component", "cluster"), reg)
+		s.cluster.router = cluster.NewRouter(cluster.ForwardConfig{Token: s.cluster.token, IdleTimeout: cfg.Traces.IdleTimeout}, s.cluster.members, s.admit, logger.With("component", "cluster"), reg)
+		s.cluster.router.SetFragmentSink(s.admitFragments)
 		sink = s.cluster.router.Route
 		handlers[cluster.ForwardPath] = s.cluster.router.Handler()
+		s.cluster.members.OnChange(s.handOff)
 	}
 	s.receiver, err = ingest.New(cfg.Ingest, sink, ingest.Settings{Logger: logger.With("component", "ingest"), Registerer: reg})
 	if err != nil {
@@ -304,8 +306,24 @@ func New(cfg Config, logger *slog.Logger) (*Service, error) {
 // pool is full, which keeps the trace's bytes counted and pushes back on
 // ingest.
 func (s *Service) evaluate(t *traces.Trace) {
+	if s.cluster != nil && t.Completion != traces.CompletionShutdown && !t.Fragment {
+		// Completed a moment after a view gave its partition away, before
+		// the hand-off took it out of the buffer: its owner assembles it,
+		// with whatever reaches it directly.
+		if _, self := s.cluster.members.View().Owner(t.ID); !self {
+			s.cluster.router.HandOff(t.Spans)
+			t.Release()
+			return
+		}
+	}
 	var flags uint32
-	if t.Fragment || (s.cluster != nil && s.cluster.members.Fragment(t.ID, t.FirstSeen.Add(-s.cfg.Traces.IdleTimeout), t.Completed)) {
+	switch {
+	case t.Fragment:
+		flags |= abiv1.TraceFlagFragment
+		if s.cluster != nil {
+			s.cluster.members.CountFragment()
+		}
+	case s.cluster != nil && s.cluster.members.Fragment(t.ID, t.FirstSeen, t.Completed, s.cfg.Traces.IdleTimeout):
 		flags |= abiv1.TraceFlagFragment
 	}
 	err := s.pool.Submit(context.Background(), evaluation.Job{
@@ -314,6 +332,23 @@ func (s *Service) evaluate(t *traces.Trace) {
 	if err != nil {
 		t.Release()
 		s.logger.Error("completed trace dropped: the evaluation pool is stopped", "err", err)
+	}
+}
+
+// handOff runs when a cluster view takes effect: traces this instance is
+// assembling in partitions it no longer owns go, whole so far, to the new
+// owner, which every instance routes their next spans to from the same
+// moment. No trace is then split by the change.
+func (s *Service) handOff(old, next *cluster.View) {
+	whole, frags := s.assembler.Extract(func(id [16]byte) bool {
+		_, was := old.Owner(id)
+		_, is := next.Owner(id)
+		return was && !is
+	})
+	if len(whole)+len(frags) > 0 {
+		s.logger.Info("handing over open traces of partitions another member now owns", "spans", len(whole)+len(frags), "fragment_spans", len(frags), "epoch", next.Epoch)
+		s.cluster.router.HandOff(whole)
+		s.cluster.router.HandOffFragments(frags)
 	}
 }
 
@@ -326,6 +361,15 @@ func (s *Service) admit(ctx context.Context, spans []traces.Span) error {
 		return pushback{err}
 	}
 	return s.assembler.Add(ctx, spans)
+}
+
+// admitFragments is admit for spans whose traces may have lost spans with
+// a member that died: their traces are evaluated as fragments.
+func (s *Service) admitFragments(ctx context.Context, spans []traces.Span) error {
+	if err := s.recorder.Accepting(); err != nil {
+		return pushback{err}
+	}
+	return s.assembler.AddFragments(ctx, spans)
 }
 
 // pushback is the recorder's refusal as ingest sees it: retryable, like

@@ -205,6 +205,16 @@ func (a *Assembler) Shutdown(ctx context.Context) error {
 // Add keeps the spans' strings and attribute slices: the caller must not
 // modify them afterwards. It is safe for concurrent use.
 func (a *Assembler) Add(ctx context.Context, spans []Span) error {
+	return a.add(ctx, spans, false)
+}
+
+// AddFragments is Add for spans whose traces are known to be incomplete:
+// each trace they join is completed as a fragment (Trace.Fragment).
+func (a *Assembler) AddFragments(ctx context.Context, spans []Span) error {
+	return a.add(ctx, spans, true)
+}
+
+func (a *Assembler) add(ctx context.Context, spans []Span, fragment bool) error {
 	if len(spans) == 0 {
 		return nil
 	}
@@ -273,6 +283,7 @@ func (a *Assembler) Add(ctx context.Context, spans []Span) error {
 			kept := int64(len(p.blob) - before)
 			lateBytes += b - kept
 			p.bytes += kept
+			p.fragment = p.fragment || fragment
 			p.last = now
 			if p.root == 0 && s.IsRoot() {
 				p.root = now
@@ -328,6 +339,46 @@ func (a *Assembler) Sweep() int {
 	return len(done)
 }
 
+// Extract removes the traces being assembled whose ID moved reports true,
+// without completing them, and returns their spans, those of traces known
+// to be fragments apart: this instance no longer owns them, and their owner
+// assembles them with the spans that reach it directly. Their bytes are
+// released; their IDs are not remembered as completed, so a span of one
+// that still arrives here is assembled again.
+func (a *Assembler) Extract(moved func(traceID [16]byte) bool) (whole, fragments []Span) {
+	a.gate.RLock()
+	defer a.gate.RUnlock()
+	if a.closed {
+		return nil, nil
+	}
+	var freed int64
+	for i := range a.shards {
+		sh := &a.shards[i]
+		sh.mu.Lock()
+		for id, p := range sh.traces {
+			if !moved(id) {
+				continue
+			}
+			delete(sh.traces, id)
+			sh.remove(p.idx)
+			a.active.Add(-1)
+			freed += p.bytes
+			spans := unpack(p.blob, p.n, p.attrs)
+			for i := range spans {
+				spans[i].TraceID = p.id
+			}
+			if p.fragment {
+				fragments = append(fragments, spans...)
+			} else {
+				whole = append(whole, spans...)
+			}
+		}
+		sh.mu.Unlock()
+	}
+	a.used.Add(-freed)
+	return whole, fragments
+}
+
 // Bytes returns the estimated bytes buffered, including completed traces not
 // yet released.
 func (a *Assembler) Bytes() int64 { return a.used.Load() }
@@ -363,6 +414,7 @@ func (a *Assembler) finish(sh *shard, p *pending, why Completion, now int64) *Tr
 		FirstSeen:  time.Unix(0, p.first),
 		LastSeen:   time.Unix(0, p.last),
 		Completed:  time.Unix(0, now),
+		Fragment:   p.fragment,
 		owner:      a,
 	}
 	t.bytes.Store(p.bytes)
@@ -480,8 +532,10 @@ type pending struct {
 	first     int64
 	last      int64
 	root      int64 // arrival of the first root span, 0 if none yet
-	due       int64 // heap key: never later than the true deadline
-	idx       int   // position in shard.due
+	// fragment: some span came with AddFragments
+	fragment bool
+	due      int64 // heap key: never later than the true deadline
+	idx      int   // position in shard.due
 }
 
 // shard is one independently locked part of the buffer.

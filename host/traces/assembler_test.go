@@ -669,3 +669,57 @@ func BenchmarkAdd(b *testing.B) {
 		b.Fatal(err)
 	}
 }
+
+// TestExtract: traces taken out for another owner leave nothing behind, not
+// even their bytes, are not completed here, and a later span of one is
+// assembled afresh rather than dropped as late.
+func TestExtract(t *testing.T) {
+	f := newFixture(t, testConfig())
+	ctx := context.Background()
+	if err := f.a.Add(ctx, []Span{span(1, 1), span(1, 2), span(2, 1), span(3, 1)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.a.AddFragments(ctx, []Span{span(3, 2)}); err != nil {
+		t.Fatal(err)
+	}
+	whole, frags := f.a.Extract(func(id [16]byte) bool { return id == traceID(1) || id == traceID(3) })
+	if len(whole) != 2 || len(frags) != 2 || f.a.Active() != 1 {
+		t.Fatalf("extracted %d spans whole and %d of fragments, %d traces left; want 2, 2 and 1", len(whole), len(frags), f.a.Active())
+	}
+	if want := SpanBytes([]Span{span(2, 1)}); f.a.Bytes() != want {
+		t.Fatalf("%d bytes still counted, want %d (trace 2 alone)", f.a.Bytes(), want)
+	}
+	f.clk.Advance(time.Hour)
+	f.a.Sweep()
+	if tr := f.c.next(t); tr.ID != traceID(2) {
+		t.Fatalf("completed %x, want only trace 2", tr.ID)
+	}
+	f.c.none(t)
+	if err := f.a.Add(ctx, []Span{span(1, 3)}); err != nil || f.a.Active() != 1 {
+		t.Fatalf("a later span of an extracted trace: %v, %d active", err, f.a.Active())
+	}
+}
+
+// TestAddFragments: a trace any of whose spans came as part of a fragment
+// completes as a fragment; others do not.
+func TestAddFragments(t *testing.T) {
+	f := newFixture(t, testConfig())
+	ctx := context.Background()
+	if err := f.a.Add(ctx, []Span{span(1, 1), span(2, 1)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.a.AddFragments(ctx, []Span{span(1, 2)}); err != nil {
+		t.Fatal(err)
+	}
+	f.clk.Advance(time.Hour)
+	f.a.Sweep()
+	got := map[[16]byte]bool{}
+	for range 2 {
+		tr := f.c.next(t)
+		got[tr.ID] = tr.Fragment
+		tr.Release()
+	}
+	if !got[traceID(1)] || got[traceID(2)] {
+		t.Fatalf("fragment flags %v: want trace 1 only", got)
+	}
+}
