@@ -60,6 +60,7 @@ type Evaluator struct {
 	violations []abi.Violation
 	now        func() time.Time
 	share      *Share // nil: no rule is throttled
+	encoded    []byte // the last Encode's bytes, for Pool.tape
 }
 
 // New returns an Evaluator; now is the clock used for durations.
@@ -72,6 +73,7 @@ func New(now func() time.Time) *Evaluator {
 // span indexes refer to Evaluator.SpanAt.
 func (e *Evaluator) Evaluate(ctx context.Context, spans []traces.Span, flags uint32, rs []*Rule, report func(Verdict)) {
 	encoded := e.enc.Encode(spans, flags)
+	e.encoded = encoded
 	n := uint32(len(spans))
 	for _, r := range rs {
 		if _, q := r.Strikes.Quarantined(); q {

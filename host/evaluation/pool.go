@@ -57,6 +57,9 @@ type PoolDeps struct {
 	Record violations.Sink
 	// Quarantine is told when a rule's strike quarantined it.
 	Quarantine func(ctx context.Context, ruleID string, q rules.Quarantine)
+	// Tape, when set, is given each trace's encoded bytes after its
+	// evaluation (see Tape).
+	Tape       Tape
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
 	Now        func() time.Time
@@ -160,7 +163,11 @@ func (p *Pool) work(ctx context.Context) {
 
 func (p *Pool) evaluate(ctx context.Context, ev *Evaluator, j Job, found []violations.Violation) []violations.Violation {
 	rs := p.deps.Rules()
-	if len(rs) == 0 || len(j.Spans) == 0 {
+	if len(j.Spans) == 0 {
+		return found
+	}
+	defer p.tape(ev, j)
+	if len(rs) == 0 {
 		return found
 	}
 	first := len(found)
