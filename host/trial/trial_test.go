@@ -376,5 +376,3 @@ func TestReplayOneAtATimeOnSpareCapacity(t *testing.T) {
 		t.Errorf("replay with the tape off: %v, want ErrNoTape", err)
 	}
 }
-
-
