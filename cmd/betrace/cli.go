@@ -355,7 +355,8 @@ operator commands (clients of a running server's HTTP API):
   test            [RULE.btr|RULE.wasm] [TRACES.json|TRACES.pb...] [-e EXPR] [--wasm FILE]
                   [--trace-id ID] [--expect violation|pass] [--fuel N] [--memory-pages N]
                   run a rule on traces in the server's sandbox, storing nothing: a table of
-                  verdicts; exit 1 when --expect is given and a trace gets another verdict
+                  verdicts; exit 1 when the rule faults on a trace, or --expect is given
+                  and a trace gets another verdict
   replay          [RULE.btr|RULE.wasm] [-e EXPR] [--wasm FILE] [--id ID]
                   replay a candidate over the server's tape of recent traces; with --id of
                   a stored rule, what it flags that the version in force does not, and back

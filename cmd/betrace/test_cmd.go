@@ -19,7 +19,7 @@ import (
 // server's tape of recent traffic (replay) before it can page anyone.
 func trialCommands() []command {
 	return []command{
-		{path: "test", args: "[RULE.btr|RULE.wasm] [TRACES.json|TRACES.pb...]", about: "run a rule on traces in a running server's sandbox, storing nothing; with --expect, exit 1 when a verdict is not the one expected", minArgs: 0, maxArgs: -1, setup: testRule},
+		{path: "test", args: "[RULE.btr|RULE.wasm] [TRACES.json|TRACES.pb...]", about: "run a rule on traces in a running server's sandbox, storing nothing; exit 1 when it faults on a trace or, with --expect, a verdict is not the one expected", minArgs: 0, maxArgs: -1, setup: testRule},
 		{path: "replay", args: "[RULE.btr|RULE.wasm]", about: "replay a candidate rule over the server's tape of recent traces; --id of a stored rule compares it with the version in force", minArgs: 0, maxArgs: 1, setup: replayCandidate},
 		{path: "rules replay", args: "ID", about: "replay a stored version of a rule (--version, default the one in force) over the tape, against the version in force", minArgs: 1, maxArgs: 1, setup: rulesReplay},
 	}
@@ -223,6 +223,13 @@ func testRule(fs *flag.FlagSet) func(context.Context, *app, []string) error {
 		}
 		if failed > 0 {
 			fmt.Fprintf(a.stderr, "betrace: %d of %d traces did not get the expected verdict %s\n", failed, len(res.Results), *expect)
+		}
+		// A rule that faults is broken whatever was expected: it would
+		// take strikes live.
+		if res.Errors > 0 {
+			fmt.Fprintf(a.stderr, "betrace: the rule faulted on %d of %d traces (see DETAIL)\n", res.Errors, len(res.Results))
+		}
+		if failed > 0 || res.Errors > 0 {
 			return &reportedError{code: exitFailed}
 		}
 		return nil
