@@ -116,10 +116,11 @@ type testResultJSON struct {
 		ID       string `json:"id"`
 		Severity string `json:"severity"`
 	} `json:"rule"`
-	Traces  int `json:"traces"`
-	Flagged int `json:"flagged"`
-	Passed  int `json:"passed"`
-	Errors  int `json:"errors"`
+	Traces  int    `json:"traces"`
+	Flagged int    `json:"flagged"`
+	Passed  int    `json:"passed"`
+	Errors  int    `json:"errors"`
+	Stopped string `json:"stopped"`
 	Results []struct {
 		TraceID    string `json:"traceId"`
 		Spans      int    `json:"spans"`
@@ -220,6 +221,9 @@ func testRule(fs *flag.FlagSet) func(context.Context, *app, []string) error {
 				return err
 			}
 			fmt.Fprintf(a.stdout, "%s: %d traces, %d flagged, %d passed, %d errors\n", res.Rule.ID, res.Traces, res.Flagged, res.Passed, res.Errors)
+			if res.Stopped != "" {
+				fmt.Fprintf(a.stdout, "stopped: %s\n", res.Stopped)
+			}
 		}
 		if failed > 0 {
 			fmt.Fprintf(a.stderr, "betrace: %d of %d traces did not get the expected verdict %s\n", failed, len(res.Results), *expect)

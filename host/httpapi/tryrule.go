@@ -341,20 +341,24 @@ func (a *api) testRule(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer sb.Close(context.WithoutCancel(r.Context()))
-	results, err := a.deps.Trial.Test(r.Context(), sb, inputs)
+	tr, err := a.deps.Trial.Test(r.Context(), sb, inputs)
 	if err != nil {
 		a.writeError(w, r, err)
 		return
 	}
 	counts := map[string]int{}
-	for _, res := range results {
+	for _, res := range tr.Results {
 		counts[res.Verdict]++
 	}
-	writeJSON(w, http.StatusOK, map[string]any{
-		"rule": candidateRule(c.spec, sb), "traces": len(results),
+	body := map[string]any{
+		"rule": candidateRule(c.spec, sb), "traces": len(tr.Results),
 		"flagged": counts[trial.VerdictViolation], "passed": counts[trial.VerdictPass], "errors": counts[trial.VerdictError],
-		"results": results,
-	})
+		"results": tr.Results,
+	}
+	if tr.Stopped != "" {
+		body["stopped"] = tr.Stopped
+	}
+	writeJSON(w, http.StatusOK, body)
 }
 
 // replayCandidate replays a posted candidate on the tape; when its id names

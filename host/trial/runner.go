@@ -99,7 +99,13 @@ type Runner struct {
 	cfg       Config
 	deps      Deps
 	replaying chan struct{} // holds a token while a replay runs
+	testing   chan struct{} // a token per test running
 }
+
+// concurrentTests is how many tests run at once per instance; more wait.
+// Two: a rule's CI need not queue behind another's, and with the replay
+// at most three candidate calls run beside live evaluation.
+const concurrentTests = 2
 
 // NewRunner returns a Runner.
 func NewRunner(cfg Config, deps Deps) *Runner {
@@ -109,7 +115,7 @@ func NewRunner(cfg Config, deps Deps) *Runner {
 	if deps.Logger == nil {
 		deps.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Runner{cfg: cfg.withDefaults(), deps: deps, replaying: make(chan struct{}, 1)}
+	return &Runner{cfg: cfg.withDefaults(), deps: deps, replaying: make(chan struct{}, 1), testing: make(chan struct{}, concurrentTests)}
 }
 
 // Config returns the runner's settings with defaults filled in.
@@ -182,15 +188,34 @@ type Fault struct {
 	FuelUsed uint64 `json:"fuelUsed"`
 }
 
-// Test runs sb on every input, in order. It fails only when ctx ends or the
-// sandbox is closed; a fault is a verdict.
-func (r *Runner) Test(ctx context.Context, sb *sandbox.Sandbox, inputs []Input) ([]Result, error) {
+// TestResult is what a test found: one Result per trace run, in order.
+type TestResult struct {
+	Results []Result
+	// Stopped says why the test ended before its last trace: the fuel
+	// budget of a replay was spent, or its faults would have quarantined
+	// the rule live. Empty when every trace ran.
+	Stopped string
+}
+
+// Test runs sb on every input, in order, after waiting for one of the
+// few test slots. It fails only when ctx ends or the sandbox is closed; a
+// fault is a verdict. Like a replay it stops early at the replay fuel
+// budget or once its faults would quarantine the rule live: a thousand
+// runaway traces would otherwise take a worker's worth of CPU for seconds.
+func (r *Runner) Test(ctx context.Context, sb *sandbox.Sandbox, inputs []Input) (TestResult, error) {
 	if len(inputs) > r.cfg.MaxTraces {
-		return nil, fmt.Errorf("%w: %d, at most %d in one test", ErrTooMany, len(inputs), r.cfg.MaxTraces)
+		return TestResult{}, fmt.Errorf("%w: %d, at most %d in one test", ErrTooMany, len(inputs), r.cfg.MaxTraces)
+	}
+	select {
+	case r.testing <- struct{}{}:
+		defer func() { <-r.testing }()
+	case <-ctx.Done():
+		return TestResult{}, fmt.Errorf("wait for a test slot: %w", ctx.Err())
 	}
 	enc := abi.NewEncoder()
 	var scratch []abi.Violation
-	out := make([]Result, 0, len(inputs))
+	out := TestResult{Results: make([]Result, 0, len(inputs))}
+	stop := r.newStopper()
 	for _, in := range inputs {
 		var (
 			id      [16]byte
@@ -213,12 +238,44 @@ func (r *Runner) Test(ctx context.Context, sb *sandbox.Sandbox, inputs []Input) 
 		}
 		res, v, err := evaluate(ctx, sb, id, encoded, n, span, scratch[:0])
 		if err != nil {
-			return nil, err
+			return TestResult{}, err
 		}
 		scratch = v
-		out = append(out, res)
+		out.Results = append(out.Results, res)
+		if out.Stopped = stop.after(res, len(out.Results), len(inputs)); out.Stopped != "" {
+			break
+		}
 	}
 	return out, nil
+}
+
+// stopper ends a test or replay early: at the fuel budget, or once the
+// candidate's faults would quarantine it live.
+type stopper struct {
+	r       *Runner
+	strikes *rules.Strikes
+	spent   uint64
+}
+
+func (r *Runner) newStopper() *stopper {
+	return &stopper{r: r, strikes: rules.NewStrikes(r.cfg.Quarantine, r.deps.Now)}
+}
+
+// after counts one evaluation and says why to stop, or "".
+func (s *stopper) after(res Result, done, total int) string {
+	s.spent += res.FuelUsed
+	if res.Fault == nil {
+		s.strikes.Evaluated(s.r.deps.Now())
+	} else if strikeOutcome(res.Fault.Reason) {
+		if q, tripped := s.strikes.Record(rules.Strike{Reason: res.Fault.Reason, Err: res.Fault.Error, FuelUsed: res.FuelUsed, TraceID: res.TraceID}); tripped && done < total {
+			return fmt.Sprintf("stopped after %d faults in %d of %d traces, as live evaluation would quarantine the rule: %s on trace %s: %s",
+				q.Strikes, done, total, q.Reason, q.TraceID, q.LastError)
+		}
+	}
+	if s.spent >= s.r.cfg.ReplayFuel && done < total {
+		return fmt.Sprintf("the fuel budget of %d was spent after %d of %d traces", s.r.cfg.ReplayFuel, done, total)
+	}
+	return ""
 }
 
 // decodedSpans reads a tape entry's spans back once, when a violation
@@ -382,17 +439,12 @@ func (r *Runner) Replay(ctx context.Context, opt ReplayOptions) (ReplayResult, e
 	if opt.Baseline != nil {
 		out.Diff = &Diff{RuleID: opt.RuleID, Version: opt.Version, New: Group{TraceIDs: []string{}}, Gone: Group{TraceIDs: []string{}}, Unchanged: Group{TraceIDs: []string{}}}
 	}
-	strikes := rules.NewStrikes(r.cfg.Quarantine, r.deps.Now)
+	stop := r.newStopper()
 	fuel := make([]uint64, 0, len(entries))
-	var spent uint64
 	var scratch []abi.Violation
 	started := r.deps.Now()
 	for i := range entries {
 		e := &entries[i]
-		if spent >= r.cfg.ReplayFuel {
-			out.Stopped = fmt.Sprintf("the replay's fuel budget of %d was spent after %d of %d traces", r.cfg.ReplayFuel, out.Evaluated, len(entries))
-			break
-		}
 		if err := r.waitSpare(ctx); err != nil {
 			out.Stopped = stoppedBy(err, r.cfg.ReplayTimeout, out.Evaluated, len(entries))
 			break
@@ -406,9 +458,8 @@ func (r *Runner) Replay(ctx context.Context, opt ReplayOptions) (ReplayResult, e
 			}
 			return out, err
 		}
-		id := hex.EncodeToString(e.TraceID[:])
+		id := res.TraceID
 		out.Evaluated++
-		spent += res.FuelUsed
 		fuel = append(fuel, res.FuelUsed)
 		switch res.Verdict {
 		case VerdictViolation:
@@ -436,20 +487,12 @@ func (r *Runner) Replay(ctx context.Context, opt ReplayOptions) (ReplayResult, e
 				}
 				return out, err
 			}
-			spent += base.FuelUsed
+			stop.spent += base.FuelUsed // the baseline's fuel counts, its faults are not the candidate's
 			r.compare(out.Diff, id, res.Verdict, base.Verdict)
 		}
-		// Stop a candidate whose faults would quarantine it live: after
-		// three runaway traces the rest of the tape has nothing to say.
-		now := r.deps.Now()
-		if res.Fault != nil && strikeOutcome(res.Fault.Reason) {
-			if q, tripped := strikes.Record(rules.Strike{Reason: res.Fault.Reason, Err: res.Fault.Error, FuelUsed: res.FuelUsed, TraceID: id}); tripped {
-				out.Stopped = fmt.Sprintf("stopped after %d faults in %d traces, as live evaluation would quarantine the rule: %s on trace %s: %s",
-					q.Strikes, out.Evaluated, q.Reason, q.TraceID, q.LastError)
-				break
-			}
-		} else if res.Fault == nil {
-			strikes.Evaluated(now)
+		// After three runaway traces the rest of the tape has nothing to say.
+		if out.Stopped = stop.after(res, out.Evaluated, len(entries)); out.Stopped != "" {
+			break
 		}
 	}
 	out.Fuel = percentiles(fuel)

@@ -221,8 +221,11 @@ func TestTestAndReplayMatchLive(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		if len(res.Results) != len(all) || res.Stopped != "" {
+			t.Fatalf("test: %d results, stopped %q; want %d, not stopped", len(res.Results), res.Stopped, len(all))
+		}
 		got := map[string][]string{}
-		for _, tr := range res {
+		for _, tr := range res.Results {
 			for _, v := range tr.Violations {
 				got[tr.TraceID] = append(got[tr.TraceID], v.SpanID+" "+v.Message)
 			}
@@ -335,6 +338,29 @@ func TestReplayRunawayStopped(t *testing.T) {
 				t.Errorf("fault examples %+v", ex)
 			}
 		})
+	}
+}
+
+// TestTestRunawayStopped: a test of a runaway candidate on many traces
+// stops once its faults would quarantine it live, each fault a verdict.
+func TestTestRunawayStopped(t *testing.T) {
+	h := newHost(t)
+	r := NewRunner(Config{}, Deps{Host: h})
+	var inputs []Input
+	for _, spans := range mixedTraces(t, 2) {
+		inputs = append(inputs, Input{Spans: spans})
+	}
+	res, err := r.Test(context.Background(), load(t, r, "runaway-loop", 1_000_000), inputs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Results) != rules.DefaultStrikes || !strings.Contains(res.Stopped, "would quarantine the rule") {
+		t.Fatalf("%d results, stopped %q; want %d, stopped by the quarantine rule", len(res.Results), res.Stopped, rules.DefaultStrikes)
+	}
+	for _, tr := range res.Results {
+		if tr.Verdict != VerdictError || tr.Fault == nil || tr.Fault.Reason != "fuel" || tr.FuelUsed != 1_000_000 {
+			t.Errorf("trace %s: %s %+v fuel %d; want a fuel fault at 1000000", tr.TraceID, tr.Verdict, tr.Fault, tr.FuelUsed)
+		}
 	}
 }
 
