@@ -108,3 +108,21 @@ func BenchmarkLiveDuringReplay(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkTapeAdd is what feeding the tape costs an evaluation worker per
+// trace: one copy of its encoded bytes (20 spans here), shedding the
+// oldest once the tape is full.
+func BenchmarkTapeAdd(b *testing.B) {
+	spans := testrules.Trace(b, "checkout-slow-db.violating")
+	for len(spans) < 20 {
+		spans = append(spans, spans...)
+	}
+	spans = spans[:20]
+	encoded := abi.NewEncoder().Encode(spans, 0)
+	tape := NewTape(1<<20, nil) // small, so that most adds shed
+	b.SetBytes(int64(len(encoded)))
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		tape.Add(traceID(i), encoded, uint32(len(spans)), time.Time{})
+	}
+}

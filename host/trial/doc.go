@@ -12,9 +12,10 @@
 // # The tape
 //
 // Tape keeps the last completed traces in the ABI layout the evaluation
-// workers already produced for the live rules: one copy of those bytes per
-// trace, no per-span work, bounded in bytes and shedding the oldest first.
-// Replaying a trace then costs no decoding and no encoding.
+// workers already produced for the live rules, copied into one ring of
+// bytes: no allocation and no per-span work per trace, bounded in bytes and
+// shedding the oldest first. Replaying a trace then costs no decoding and
+// no encoding.
 //
 // # Replay
 //

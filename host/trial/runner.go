@@ -347,9 +347,12 @@ type ReplayResult struct {
 	// Evaluated how many it ran (fewer when it was stopped).
 	Traces    int `json:"traces"`
 	Evaluated int `json:"evaluated"`
-	Flagged   int `json:"flagged"`
-	Passed    int `json:"passed"`
-	Errors    int `json:"errors"`
+	// Shed counts traces that left the tape before the replay reached
+	// them (newer traffic overwrote them while it paused).
+	Shed    int `json:"shed"`
+	Flagged int `json:"flagged"`
+	Passed  int `json:"passed"`
+	Errors  int `json:"errors"`
 	// FlaggedTraces lists the flagged traces (ListLimit at most).
 	FlaggedTraces []string  `json:"flaggedTraces"`
 	Diff          *Diff     `json:"diff,omitempty"`
@@ -432,7 +435,7 @@ func (r *Runner) Replay(ctx context.Context, opt ReplayOptions) (ReplayResult, e
 	ctx, cancel := context.WithTimeout(ctx, r.cfg.ReplayTimeout)
 	defer cancel()
 
-	entries := tape.Snapshot()
+	entries := tape.Refs()
 	_, held := tape.Len()
 	out := ReplayResult{Traces: len(entries), FlaggedTraces: []string{}, Faults: Faults{ByReason: map[string]int{}, Examples: []TraceFault{}},
 		Tape: TapeInfo{Traces: len(entries), Bytes: held, MaxBytes: tape.MaxBytes()}}
@@ -443,12 +446,19 @@ func (r *Runner) Replay(ctx context.Context, opt ReplayOptions) (ReplayResult, e
 	fuel := make([]uint64, 0, len(entries))
 	var scratch []abi.Violation
 	started := r.deps.Now()
-	for i := range entries {
-		e := &entries[i]
+	var buf []byte // one trace's bytes, copied out of the tape
+	for _, ref := range entries {
 		if err := r.waitSpare(ctx); err != nil {
 			out.Stopped = stoppedBy(err, r.cfg.ReplayTimeout, out.Evaluated, len(entries))
 			break
 		}
+		entry, ok := tape.Read(ref, buf)
+		if !ok {
+			out.Shed++ // live traffic went past it while the replay paused
+			continue
+		}
+		buf = entry.Encoded
+		e := &entry
 		res, v, err := evaluate(ctx, opt.Candidate, e.TraceID, e.Encoded, e.Spans, decodedSpans(e), scratch[:0])
 		scratch = v
 		if err != nil {
@@ -491,7 +501,7 @@ func (r *Runner) Replay(ctx context.Context, opt ReplayOptions) (ReplayResult, e
 			r.compare(out.Diff, id, res.Verdict, base.Verdict)
 		}
 		// After three runaway traces the rest of the tape has nothing to say.
-		if out.Stopped = stop.after(res, out.Evaluated, len(entries)); out.Stopped != "" {
+		if out.Stopped = stop.after(res, out.Evaluated+out.Shed, len(entries)); out.Stopped != "" {
 			break
 		}
 	}

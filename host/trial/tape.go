@@ -10,13 +10,7 @@ import (
 // DefaultTapeBytes is the tape's default bound (BETRACE_TAPE_BYTES).
 const DefaultTapeBytes = 64 << 20
 
-// entryOverhead is what one held trace costs beside its encoded bytes (the
-// Entry and the slice header), counted so that a tape of tiny traces stays
-// within its bound too.
-const entryOverhead = 64
-
-// Entry is one trace on the tape. Encoded is never modified once on the
-// tape, so entries may be read without a lock after Snapshot.
+// Entry is one trace on the tape, as Find and Read copy it out.
 type Entry struct {
 	TraceID     [16]byte
 	Spans       uint32
@@ -24,17 +18,35 @@ type Entry struct {
 	CompletedAt time.Time
 }
 
-func (e *Entry) size() int64 { return int64(len(e.Encoded)) + entryOverhead }
+// record is where a held trace's bytes are in the ring.
+type record struct {
+	seq         uint64
+	traceID     [16]byte
+	spans       uint32
+	off, n      int
+	completedAt time.Time
+}
 
-// Tape holds the most recent completed traces, oldest first, within a bound
-// in bytes. A nil *Tape, or one of 0 bytes, holds nothing.
+// Ref names a trace on the tape for Read; it stays valid, and Read says
+// when the trace has been shed meanwhile.
+type Ref struct{ seq uint64 }
+
+// Tape holds the most recent completed traces, oldest first, in one ring of
+// bytes bounded by its size. Adding a trace copies its bytes into the ring
+// and sheds the oldest traces it overwrites: no allocation per trace, so
+// feeding the tape costs an evaluation worker one copy of bytes it already
+// produced and no garbage. Readers copy a trace out, under the lock, since
+// the ring reuses the bytes. A nil *Tape, or one of 0 bytes, holds nothing.
 type Tape struct {
 	max int64
 
 	mu      sync.Mutex
-	entries []Entry // entries[head:] are held, oldest first
+	ring    []byte   // allocated at the first Add; untouched pages cost nothing
+	recs    []record // recs[head:] are held, oldest first
 	head    int
-	bytes   int64
+	w       int    // where the next trace's bytes go
+	held    int64  // bytes of the held traces
+	nextSeq uint64 // seq of the next trace added
 
 	metrics *tapeMetrics
 }
@@ -62,36 +74,55 @@ func (t *Tape) MaxBytes() int64 {
 }
 
 // Add copies one encoded trace onto the tape, shedding the oldest traces
-// until it fits. A trace larger than the whole tape is not kept. The copy
-// is made before the lock is taken, so an evaluation worker holds the lock
-// only to append and shed.
+// whose bytes it overwrites. A trace larger than the whole tape is not kept.
 func (t *Tape) Add(traceID [16]byte, encoded []byte, spans uint32, completedAt time.Time) {
 	if !t.Enabled() {
 		return
 	}
-	if int64(len(encoded))+entryOverhead > t.max {
+	n := len(encoded)
+	if int64(n) > t.max || n == 0 {
 		t.metrics.refused.Inc()
 		return
 	}
-	e := Entry{TraceID: traceID, Spans: spans, Encoded: append([]byte(nil), encoded...), CompletedAt: completedAt}
-	shed := 0
 	t.mu.Lock()
-	for t.bytes+e.size() > t.max {
-		old := &t.entries[t.head]
-		t.bytes -= old.size()
-		*old = Entry{} // let the bytes go
+	if t.ring == nil {
+		t.ring = make([]byte, t.max)
+	}
+	shed := 0
+	if t.w+n > len(t.ring) {
+		// A trace is contiguous: the tail is left unused this lap, and the
+		// traces still in it, the oldest (held bytes run from the oldest
+		// around the ring to w), go first.
+		for t.head < len(t.recs) && t.recs[t.head].off >= t.w {
+			t.held -= int64(t.recs[t.head].n)
+			t.head++
+			shed++
+		}
+		t.w = 0
+	}
+	for t.head < len(t.recs) {
+		old := &t.recs[t.head]
+		// Held traces lie from the oldest's offset forward, around the
+		// ring, to w: the oldest is the first the new bytes can reach.
+		if old.off < t.w || old.off >= t.w+n {
+			break
+		}
+		t.held -= int64(old.n)
 		t.head++
 		shed++
 	}
-	// Compact once half the slice is shed entries, so memory held by the
-	// slice itself stays proportional to what the tape holds.
-	if t.head > 64 && t.head*2 > len(t.entries) {
-		n := copy(t.entries, t.entries[t.head:])
-		clear(t.entries[n:])
-		t.entries, t.head = t.entries[:n], 0
+	if t.head == len(t.recs) { // empty: start again at the front
+		t.recs, t.head = t.recs[:0], 0
+	} else if t.head > 64 && t.head*2 > len(t.recs) {
+		// Compact the records once half the slice is shed ones.
+		k := copy(t.recs, t.recs[t.head:])
+		t.recs, t.head = t.recs[:k], 0
 	}
-	t.entries = append(t.entries, e)
-	t.bytes += e.size()
+	copy(t.ring[t.w:], encoded)
+	t.recs = append(t.recs, record{seq: t.nextSeq, traceID: traceID, spans: spans, off: t.w, n: n, completedAt: completedAt})
+	t.nextSeq++
+	t.w += n
+	t.held += int64(n)
 	t.mu.Unlock()
 	t.metrics.added.Inc()
 	if shed > 0 {
@@ -106,33 +137,55 @@ func (t *Tape) Len() (int, int64) {
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return len(t.entries) - t.head, t.bytes
+	return len(t.recs) - t.head, t.held
 }
 
-// Snapshot returns the traces held now, oldest first. The entries share
-// their bytes with the tape, which never changes them.
-func (t *Tape) Snapshot() []Entry {
+// Refs names the traces held now, oldest first.
+func (t *Tape) Refs() []Ref {
 	if t == nil {
 		return nil
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return append([]Entry(nil), t.entries[t.head:]...)
+	out := make([]Ref, 0, len(t.recs)-t.head)
+	for _, r := range t.recs[t.head:] {
+		out = append(out, Ref{r.seq})
+	}
+	return out
 }
 
-// Find returns the most recent trace on the tape with the given ID.
+// Read copies a trace named by Refs into dst (reusing its capacity); false
+// when it has been shed since.
+func (t *Tape) Read(ref Ref, dst []byte) (Entry, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.head >= len(t.recs) || ref.seq < t.recs[t.head].seq {
+		return Entry{}, false
+	}
+	i := t.head + int(ref.seq-t.recs[t.head].seq) // seqs are consecutive
+	if i >= len(t.recs) {
+		return Entry{}, false
+	}
+	return t.copyOut(&t.recs[i], dst), true
+}
+
+// Find copies out the most recent trace on the tape with the given ID.
 func (t *Tape) Find(traceID [16]byte) (Entry, bool) {
 	if t == nil {
 		return Entry{}, false
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	for i := len(t.entries) - 1; i >= t.head; i-- {
-		if t.entries[i].TraceID == traceID {
-			return t.entries[i], true
+	for i := len(t.recs) - 1; i >= t.head; i-- {
+		if t.recs[i].traceID == traceID {
+			return t.copyOut(&t.recs[i], nil), true
 		}
 	}
 	return Entry{}, false
+}
+
+func (t *Tape) copyOut(r *record, dst []byte) Entry {
+	return Entry{TraceID: r.traceID, Spans: r.spans, Encoded: append(dst[:0], t.ring[r.off:r.off+r.n]...), CompletedAt: r.completedAt}
 }
 
 type tapeMetrics struct {

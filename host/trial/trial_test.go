@@ -29,42 +29,59 @@ func traceID(i int) [16]byte {
 }
 
 // TestTapeBound: the tape never holds more than its bound, sheds the
-// oldest first, keeps the newest in order, refuses a trace larger than
-// itself without losing anything, and keeps nothing when off.
+// oldest first and keeps the newest in order, stays nearly full once
+// full, refuses a trace larger than itself without losing anything, and
+// keeps nothing when off. References to shed traces read as gone.
 func TestTapeBound(t *testing.T) {
 	const bound = 10_000
 	tape := NewTape(bound, prometheus.NewRegistry())
 	var added []int // sizes of the traces added, by index
+	first := tape.Refs()
 	for i := range 400 {
 		size := 100 + (i*37)%900 // 100 to 999 bytes, irregular
 		enc := make([]byte, size)
-		enc[0] = byte(i)
+		for k := range enc {
+			enc[k] = byte(i + k)
+		}
 		tape.Add(traceID(i), enc, uint32(i), time.Unix(int64(i), 0))
 		added = append(added, size)
+		if i == 0 {
+			first = tape.Refs()
+		}
 
 		n, held := tape.Len()
 		if held > bound {
 			t.Fatalf("after trace %d the tape holds %d bytes, bound %d", i, held, bound)
 		}
-		// What it holds is exactly the newest traces that fit.
-		want, sum := 0, int64(0)
-		for j := i; j >= 0 && sum+int64(added[j])+entryOverhead <= bound; j-- {
-			sum += int64(added[j]) + entryOverhead
-			want++
+		// What it holds is the newest n traces, oldest first, intact.
+		refs := tape.Refs()
+		if len(refs) != n {
+			t.Fatalf("after trace %d: %d refs for %d traces", i, len(refs), n)
 		}
-		if n != want || held != sum {
-			t.Fatalf("after trace %d: %d traces, %d bytes; want the newest %d traces, %d bytes", i, n, held, want, sum)
-		}
-		snap := tape.Snapshot()
-		for k, e := range snap {
-			if j := i - len(snap) + 1 + k; e.TraceID != traceID(j) || len(e.Encoded) != added[j] || e.Encoded[0] != byte(j) || e.Spans != uint32(j) {
-				t.Fatalf("after trace %d: entry %d is %x (%d bytes), want trace %d, oldest first", i, k, e.TraceID, len(e.Encoded), j)
+		sum := int64(0)
+		for k, ref := range refs {
+			j := i - n + 1 + k
+			e, ok := tape.Read(ref, nil)
+			if !ok || e.TraceID != traceID(j) || len(e.Encoded) != added[j] || e.Spans != uint32(j) || e.Encoded[len(e.Encoded)-1] != byte(j+added[j]-1) {
+				t.Fatalf("after trace %d: entry %d is %x (%d bytes, ok %v), want trace %d intact, oldest first", i, k, e.TraceID, len(e.Encoded), ok, j)
 			}
+			sum += int64(added[j])
+		}
+		if sum != held {
+			t.Fatalf("after trace %d: held %d bytes, the traces sum to %d", i, held, sum)
+		}
+		// Once full it stays nearly full: at most one lap's unused tail
+		// and the room the next traces need are free.
+		if i > 100 && held < bound-3*999 {
+			t.Fatalf("after trace %d the tape holds only %d of %d bytes", i, held, bound)
 		}
 	}
-	before := tape.Snapshot()
-	tape.Add(traceID(9999), make([]byte, bound), 1, time.Now())
-	if after := tape.Snapshot(); len(after) != len(before) || after[len(after)-1].TraceID != before[len(before)-1].TraceID {
+	if _, ok := tape.Read(first[0], nil); ok {
+		t.Error("the first trace still reads after being shed")
+	}
+	before := tape.Refs()
+	tape.Add(traceID(9999), make([]byte, bound+1), 1, time.Now())
+	if after := tape.Refs(); !slices.Equal(after, before) {
 		t.Errorf("a trace larger than the tape changed what it holds: %d traces before, %d after", len(before), len(after))
 	}
 	if _, ok := tape.Find(traceID(9999)); ok {
