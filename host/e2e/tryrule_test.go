@@ -309,6 +309,14 @@ func testTryRuleBadInput(t *testing.T) {
 		t.Errorf("bad requests changed the rules: %v", rl["totalCount"])
 	}
 
+	// The same admission as an upload: a cap larger than the rule memory
+	// budget is refused by both, alike.
+	small := startServer(t, serverOptions{Env: mergeEnv(fastTimings, map[string]string{"BETRACE_RULE_MEMORY_BUDGET": "16MiB"})})
+	up := small.uploadWasm(t, module(t, "payment-fraud-check"), url.Values{"id": {"big"}, "memory_pages": {"512"}})
+	tr := small.call(t, http.MethodPost, "/v1/rules/test", map[string]any{"expression": payDSL, "traces": trace, "memoryPages": 512})
+	wantError(t, up, http.StatusBadRequest, "BETRACE_RULE_MEMORY_BUDGET")
+	wantError(t, tr, up.Status, "BETRACE_RULE_MEMORY_BUDGET")
+
 	off := startServer(t, serverOptions{Env: mergeEnv(fastTimings, map[string]string{"BETRACE_TAPE_BYTES": "0"})})
 	wantError(t, off.call(t, http.MethodPost, "/v1/rules/replay", map[string]any{"expression": payDSL}), 409, "BETRACE_TAPE_BYTES=0")
 	// A test on given traces needs no tape.
