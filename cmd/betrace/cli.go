@@ -361,6 +361,7 @@ operator commands (clients of a running server's HTTP API):
                   replay a candidate over the server's tape of recent traces; with --id of
                   a stored rule, what it flags that the version in force does not, and back
   rules replay    ID [--version N]   replay a stored version against the one in force
+                  (test and replay wait up to 65s for the answer unless --timeout is given)
 
 flags of every operator command, anywhere on its command line:
   --server URL       the API (default %s; env BETRACE_SERVER)

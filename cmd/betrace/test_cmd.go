@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // The rule author's commands: try a rule on traces (test) or on the
@@ -23,6 +24,23 @@ func trialCommands() []command {
 		{path: "replay", args: "[RULE.btr|RULE.wasm]", about: "replay a candidate rule over the server's tape of recent traces; --id of a stored rule compares it with the version in force", minArgs: 0, maxArgs: 1, setup: replayCandidate},
 		{path: "rules replay", args: "ID", about: "replay a stored version of a rule (--version, default the one in force) over the tape, against the version in force", minArgs: 1, maxArgs: 1, setup: rulesReplay},
 	}
+}
+
+// trialTimeout is the default --timeout of test and replay: a replay may
+// take 30 s on the server, and a test of a thousand traces some seconds.
+const trialTimeout = 65 * time.Second
+
+// longer gives a command that may run long its own default --timeout.
+func longer(fs *flag.FlagSet, a *app) error {
+	if setFlags(fs)["timeout"] {
+		return nil
+	}
+	c, err := newClient(a.g.server, a.g.token, trialTimeout)
+	if err != nil {
+		return err
+	}
+	a.c = c
+	return nil
 }
 
 // stringList is a repeatable flag.
@@ -145,6 +163,9 @@ func testRule(fs *flag.FlagSet) func(context.Context, *app, []string) error {
 	fs.Var(&traceIDs, "trace-id", "test on a trace of the server's tape of recent traffic, by `ID` (repeatable)")
 	expect := fs.String("expect", "", "`VERDICT` every trace must get: violation or pass; exit 1 when one does not")
 	return func(ctx context.Context, a *app, args []string) error {
+		if err := longer(fs, a); err != nil {
+			return err
+		}
 		if *expect != "" && *expect != "violation" && *expect != "pass" {
 			return usageErrorf("--expect %q: use violation or pass", *expect)
 		}
@@ -279,6 +300,9 @@ func replayCandidate(fs *flag.FlagSet) func(context.Context, *app, []string) err
 	var c candidateFlags
 	c.register(fs)
 	return func(ctx context.Context, a *app, args []string) error {
+		if err := longer(fs, a); err != nil {
+			return err
+		}
 		var body bytes.Buffer
 		mw := multipart.NewWriter(&body)
 		rest, err := c.parts(mw, args)
@@ -298,6 +322,9 @@ func replayCandidate(fs *flag.FlagSet) func(context.Context, *app, []string) err
 func rulesReplay(fs *flag.FlagSet) func(context.Context, *app, []string) error {
 	version := fs.Int("version", 0, "replay module `VERSION` (default the one in force)")
 	return func(ctx context.Context, a *app, args []string) error {
+		if err := longer(fs, a); err != nil {
+			return err
+		}
 		if err := ruleID(args[0]); err != nil {
 			return err
 		}
