@@ -419,3 +419,39 @@ func TestReplayOneAtATimeOnSpareCapacity(t *testing.T) {
 		t.Errorf("replay with the tape off: %v, want ErrNoTape", err)
 	}
 }
+
+// TestTapeFedWithoutRules: with no rule loaded the workers still put every
+// completed trace on the tape, so the first rule written can be replayed
+// on the traffic that came before it, with the verdicts a test gives.
+func TestTapeFedWithoutRules(t *testing.T) {
+	tape := NewTape(DefaultTapeBytes, nil)
+	all := mixedTraces(t, 1)
+	live(t, tape, nil, all)
+	if n, _ := tape.Len(); n != len(all) {
+		t.Fatalf("the tape holds %d traces after the pool completed %d with no rules", n, len(all))
+	}
+	h := newHost(t)
+	r := NewRunner(Config{}, Deps{Host: h, Tape: tape})
+	sb := load(t, r, "payment-fraud-check", 0)
+	var inputs []Input
+	for _, spans := range all {
+		inputs = append(inputs, Input{Spans: spans})
+	}
+	tested, err := r.Test(context.Background(), sb, inputs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := r.Replay(context.Background(), ReplayOptions{Candidate: sb})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want []string
+	for _, tr := range tested.Results {
+		if tr.Verdict == VerdictViolation {
+			want = append(want, tr.TraceID)
+		}
+	}
+	if len(want) == 0 || !slices.Equal(sorted(res.FlaggedTraces), sorted(want)) || res.Flagged != len(want) || res.Evaluated != len(all) {
+		t.Errorf("replay flagged %v (%d of %d evaluated); a test of the same traces flags %v", res.FlaggedTraces, res.Flagged, res.Evaluated, want)
+	}
+}
