@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"go.opentelemetry.io/collector/pdata/ptrace"
 
@@ -30,6 +31,7 @@ func TestTryRule(t *testing.T) {
 			{"MatchesLive", testTryRuleMatchesLive},
 			{"BadInput", testTryRuleBadInput},
 			{"CLI", testTryRuleCLI},
+			{"Shadow", testShadow},
 		} {
 			t.Run(sc.name, func(t *testing.T) {
 				t.Parallel()
@@ -67,13 +69,21 @@ func sendMixed(t *testing.T, s *server, copies int) []triedTrace {
 	return sent
 }
 
-// liveViolations returns what a rule recorded, by trace: "spanId message".
+// liveViolations returns what a rule recorded, by trace: "spanId message",
+// once every violation it found (betrace_violations_total) is stored: the
+// recorder writes them a little after the trace is released.
 func liveViolations(t *testing.T, s *server, ruleID string) map[string][]string {
 	t.Helper()
-	out := map[string][]string{}
-	for _, v := range s.violations(t, url.Values{"rule_id": {ruleID}}) {
-		out[str(v, "traceId")] = append(out[str(v, "traceId")], str(v, "spanId")+" "+str(v, "message"))
-	}
+	var out map[string][]string
+	eventually(t, 15*time.Second, "the violations of "+ruleID+" stored", func() (bool, string) {
+		found, _ := metricValue(s.metrics(t), "betrace_violations_total", map[string]string{"rule_id": ruleID})
+		out = map[string][]string{}
+		vs := s.violations(t, url.Values{"rule_id": {ruleID}})
+		for _, v := range vs {
+			out[str(v, "traceId")] = append(out[str(v, "traceId")], str(v, "spanId")+" "+str(v, "message"))
+		}
+		return found > 0 && len(vs) == int(found), fmt.Sprintf("%d stored of %v found", len(vs), found)
+	})
 	return out
 }
 

@@ -25,6 +25,9 @@ type Rule struct {
 	// Share is the rule's own share of the workers (ShareConfig.Share);
 	// 0 means the pool's.
 	Share float64
+	// Shadow marks a version installed in shadow beside the rule's
+	// version in force (see Pool).
+	Shadow bool
 }
 
 // Striker counts a rule's faults and evaluations and decides when faults

@@ -238,7 +238,7 @@ func New(cfg Config, logger *slog.Logger) (*Service, error) {
 	if s.cluster != nil {
 		write = s.cluster.spool.Record // spools while Redis is unreachable
 	}
-	s.recorder, err = recorder.New(cfg.Recorder, write, s.exporter.Export, recorder.Settings{
+	s.recorder, err = recorder.New(cfg.Recorder, write, exportLive(s.exporter.Export), recorder.Settings{
 		Logger: logger.With("component", "recorder"), Registerer: reg, Now: now, Count: st.CountViolations})
 	if err != nil {
 		s.closeStorage()

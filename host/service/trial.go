@@ -2,12 +2,15 @@ package service
 
 import (
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/betracehq/betrace/host/evaluation"
+	"github.com/betracehq/betrace/host/recorder"
 	"github.com/betracehq/betrace/host/trial"
+	"github.com/betracehq/betrace/host/violations"
 )
 
 // tape makes the tape of recent traces and returns what the evaluation
@@ -31,4 +34,20 @@ func (s *Service) newTrial(logger *slog.Logger) *trial.Runner {
 		Now:    time.Now,
 		Logger: logger.With("component", "trial"),
 	})
+}
+
+// exportLive exports what the versions in force found, never what a
+// version in shadow found: a shadow must not reach a collector, and through
+// it anyone's pager. Batches without shadow violations go as they are.
+func exportLive(export recorder.ExportFunc) recorder.ExportFunc {
+	return func(vs []violations.Violation) {
+		if !slices.ContainsFunc(vs, func(v violations.Violation) bool { return v.Shadow }) {
+			export(vs)
+			return
+		}
+		live := slices.DeleteFunc(slices.Clone(vs), func(v violations.Violation) bool { return v.Shadow })
+		if len(live) > 0 {
+			export(live)
+		}
+	}
 }
