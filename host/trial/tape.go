@@ -41,7 +41,7 @@ type Tape struct {
 	max int64
 
 	mu      sync.Mutex
-	ring    []byte   // allocated at the first Add; untouched pages cost nothing
+	ring    []byte   // grown as traces arrive, up to max (grow)
 	recs    []record // recs[head:] are held, oldest first
 	head    int
 	w       int    // where the next trace's bytes go
@@ -85,8 +85,8 @@ func (t *Tape) Add(traceID [16]byte, encoded []byte, spans uint32, completedAt t
 		return
 	}
 	t.mu.Lock()
-	if t.ring == nil {
-		t.ring = make([]byte, t.max)
+	if t.w+n > len(t.ring) && int64(len(t.ring)) < t.max {
+		t.grow(n)
 	}
 	shed := 0
 	if t.w+n > len(t.ring) {
@@ -128,6 +128,18 @@ func (t *Tape) Add(traceID [16]byte, encoded []byte, spans uint32, completedAt t
 	if shed > 0 {
 		t.metrics.shed.Add(float64(shed))
 	}
+}
+
+// grow doubles the ring, or more to fit n more bytes, up to the bound, so
+// that a quiet instance's tape holds only what it has seen and no worker
+// ever zeroes the whole bound at once. Until the ring is at its bound it
+// has never wrapped, so every held byte is in ring[:w] and keeps its
+// offset. Call with mu held.
+func (t *Tape) grow(n int) {
+	size := int(min(t.max, int64(max(2*len(t.ring), t.w+n, 64<<10))))
+	grown := make([]byte, size)
+	copy(grown, t.ring[:t.w])
+	t.ring = grown
 }
 
 // Len returns how many traces the tape holds and their bytes.

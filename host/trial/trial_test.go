@@ -455,3 +455,40 @@ func TestTapeFedWithoutRules(t *testing.T) {
 		t.Errorf("replay flagged %v (%d of %d evaluated); a test of the same traces flags %v", res.FlaggedTraces, res.Flagged, res.Evaluated, want)
 	}
 }
+
+// TestTapeGrows: the ring grows with the traffic up to its bound, and every
+// trace held reads back intact across each growth and wrap.
+func TestTapeGrows(t *testing.T) {
+	const bound = 1 << 20
+	tape := NewTape(bound, nil)
+	pattern := func(i, size int) []byte {
+		b := make([]byte, size)
+		for k := range b {
+			b[k] = byte(i*7 + k)
+		}
+		return b
+	}
+	sizes := map[[16]byte]int{}
+	for i := range 800 {
+		size := 1000 + (i*389)%4000
+		tape.Add(traceID(i), pattern(i, size), 1, time.Time{})
+		sizes[traceID(i)] = size
+		if i%50 != 49 {
+			continue
+		}
+		if grown := len(tape.ring); grown > bound {
+			t.Fatalf("after trace %d the ring is %d bytes, bound %d", i, grown, bound)
+		}
+		refs := tape.Refs()
+		for k, ref := range refs {
+			e, ok := tape.Read(ref, nil)
+			j := i - len(refs) + 1 + k
+			if !ok || e.TraceID != traceID(j) || !slices.Equal(e.Encoded, pattern(j, sizes[e.TraceID])) {
+				t.Fatalf("after trace %d: entry %d (trace %d) does not read back intact", i, k, j)
+			}
+		}
+	}
+	if n, held := tape.Len(); held < bound-3*5000 || n == 800 {
+		t.Errorf("after 800 traces of ~3 KB: %d held, %d bytes; want the tape full and shedding", n, held)
+	}
+}
