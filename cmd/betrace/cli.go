@@ -121,7 +121,7 @@ type command struct {
 }
 
 func commands() []command {
-	return append(append(rulesCommands(), violationsCommands()...), statusCommand())
+	return append(append(append(rulesCommands(), violationsCommands()...), statusCommand()), trialCommands()...)
 }
 
 // groups of commands: `betrace rules <sub>`, `betrace violations <sub>`.
@@ -352,6 +352,16 @@ operator commands (clients of a running server's HTTP API):
                   (past a rule's sample rate most violations are only counted)
   status          readiness and each check, cluster members, rules by state and
                   the quarantined rules with their reason
+  test            [RULE.btr|RULE.wasm] [TRACES.json|TRACES.pb...] [-e EXPR] [--wasm FILE]
+                  [--trace-id ID] [--expect violation|pass] [--fuel N] [--memory-pages N]
+                  run a rule on traces in the server's sandbox, storing nothing: a table of
+                  verdicts; exit 1 when the rule faults on a trace, or --expect is given
+                  and a trace gets another verdict
+  replay          [RULE.btr|RULE.wasm] [-e EXPR] [--wasm FILE] [--id ID]
+                  replay a candidate over the server's tape of recent traces; with --id of
+                  a stored rule, what it flags that the version in force does not, and back
+  rules replay    ID [--version N]   replay a stored version against the one in force
+                  (test and replay wait up to 65s for the answer unless --timeout is given)
 
 flags of every operator command, anywhere on its command line:
   --server URL       the API (default %s; env BETRACE_SERVER)

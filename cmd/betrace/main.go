@@ -34,7 +34,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return compile(args[1:], stdout, stderr)
 	case "demo":
 		return demo(ctx, args[1:], stdout, stderr)
-	case "rules", "violations", "status":
+	case "rules", "violations", "status", "test", "replay":
 		return runClient(ctx, args, stdout, stderr, os.Getenv)
 	case "version":
 		fmt.Fprintln(stdout, version)
@@ -64,6 +64,8 @@ commands:
   rules       manage the rules of a running server
   violations  query the violations a server recorded
   status      readiness, cluster members, rules by state, quarantined rules
+  test        run a rule on traces in a server's sandbox, storing nothing (betrace test --help)
+  replay      replay a candidate rule over a server's tape of recent traces
   compile     compile a BeTrace DSL rule into a WebAssembly module (betrace compile --help)
   demo        run the example rules over the sample traces and print the violations
   version     print the version

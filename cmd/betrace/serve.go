@@ -220,6 +220,15 @@ func options() []option {
 			c.RuleMemoryBudget = n
 			return err
 		}},
+		{"tape-bytes", "BETRACE_TAPE_BYTES", "64MiB", "recent completed traces kept, in their encoded form, for replaying candidate rules (POST /v1/rules/replay); per instance, oldest shed first; 0 turns it off", false, func(c *service.Config, v string) error {
+			if strings.TrimSpace(v) == "0" {
+				c.TapeBytes = 0
+				return nil
+			}
+			n, err := parseBytes(v)
+			c.TapeBytes = n
+			return err
+		}},
 		{"debug-addr", "BETRACE_DEBUG_ADDR", "", "serve Go's profiler (/debug/pprof/) on this address, e.g. 127.0.0.1:6060 (empty: off); never expose it", false, func(c *service.Config, v string) error {
 			if v != "" {
 				if _, _, err := net.SplitHostPort(v); err != nil {

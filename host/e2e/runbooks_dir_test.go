@@ -89,6 +89,10 @@ func TestRunbooksDir(t *testing.T) {
 	replace := strings.NewReplacer(runbookHost, strings.TrimPrefix(s.base, "http://"), "{rule_id}", runbookRuleID)
 	slices.SortStableFunc(cmds, func(a, b runbookCommand) int { return cmp.Compare(a.phase, b.phase) })
 	work := t.TempDir() // the commands' working directory (some write files)
+	// fixed.wasm is the fix a runbook tests before re-enabling the rule.
+	if err := os.WriteFile(filepath.Join(work, "fixed.wasm"), module(t, runbookRuleID), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	began := time.Now()
 	for i, c := range cmds {
 		stdout, stderr, took, err := runbookShell(replace.Replace(c.text), work)
@@ -210,6 +214,8 @@ var runbookRequired = []struct{ what, text string }{
 	{"raise a rule's fuel budget", `curl -X PUT -H 'Content-Type: application/json' -d '{"fuel": 50000000}' http://backend:12011/v1/rules/{rule_id}`},
 	{"list a rule's recent violations", `curl "http://backend:12011/v1/violations?start_time=$START&rule_id={rule_id}"`},
 	{"disable every rule", "for rule_id in $RULES; do"},
+	{"test a fix before re-enabling a rule", "betrace test --server http://backend:12011"},
+	{"replay a version over recent traffic", "/replay?version="},
 }
 
 // runbookPhase orders the commands: each group needs the state the ones
@@ -392,7 +398,8 @@ func runbookShell(command, dir string) (stdout, stderr []byte, took time.Duratio
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "bash", "-c", runbookPrelude+command+"\n")
-	cmd.Env = append(cleanEnv(), "LC_ALL=C")
+	// The runbooks call betrace itself too: the binary under test.
+	cmd.Env = append(cleanEnv(), "LC_ALL=C", "PATH="+filepath.Dir(binPath)+string(os.PathListSeparator)+os.Getenv("PATH"))
 	cmd.Dir = dir
 	var out, errOut bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errOut

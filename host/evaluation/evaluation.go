@@ -25,6 +25,9 @@ type Rule struct {
 	// Share is the rule's own share of the workers (ShareConfig.Share);
 	// 0 means the pool's.
 	Share float64
+	// Shadow marks a version installed in shadow beside the rule's
+	// version in force (see Pool).
+	Shadow bool
 }
 
 // Striker counts a rule's faults and evaluations and decides when faults
@@ -60,6 +63,7 @@ type Evaluator struct {
 	violations []abi.Violation
 	now        func() time.Time
 	share      *Share // nil: no rule is throttled
+	encoded    []byte // the last Encode's bytes, for Pool.tape
 }
 
 // New returns an Evaluator; now is the clock used for durations.
@@ -72,6 +76,7 @@ func New(now func() time.Time) *Evaluator {
 // span indexes refer to Evaluator.SpanAt.
 func (e *Evaluator) Evaluate(ctx context.Context, spans []traces.Span, flags uint32, rs []*Rule, report func(Verdict)) {
 	encoded := e.enc.Encode(spans, flags)
+	e.encoded = encoded
 	n := uint32(len(spans))
 	for _, r := range rs {
 		if _, q := r.Strikes.Quarantined(); q {

@@ -57,6 +57,9 @@ type PoolDeps struct {
 	Record violations.Sink
 	// Quarantine is told when a rule's strike quarantined it.
 	Quarantine func(ctx context.Context, ruleID string, q rules.Quarantine)
+	// Tape, when set, is given each trace's encoded bytes after its
+	// evaluation (see Tape).
+	Tape       Tape
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
 	Now        func() time.Time
@@ -160,13 +163,17 @@ func (p *Pool) work(ctx context.Context) {
 
 func (p *Pool) evaluate(ctx context.Context, ev *Evaluator, j Job, found []violations.Violation) []violations.Violation {
 	rs := p.deps.Rules()
-	if len(rs) == 0 || len(j.Spans) == 0 {
+	if len(j.Spans) == 0 {
+		return found
+	}
+	defer p.tape(ev, j)
+	if len(rs) == 0 {
 		return found
 	}
 	first := len(found)
 	var offending []int // span indexes; only traces that violate allocate
 	ev.Evaluate(ctx, j.Spans, j.Flags, rs, func(v Verdict) {
-		m := p.metrics.forRule(v.Rule.ID)
+		m := p.metrics.of(v.Rule)
 		if v.Skipped == SkipFragment {
 			m.skippedFragment.Inc()
 			return
@@ -180,6 +187,9 @@ func (p *Pool) evaluate(ctx context.Context, ev *Evaluator, j Job, found []viola
 		switch {
 		case v.Fault != nil:
 			m.errors.Inc()
+			if v.Rule.Shadow {
+				return // its own strikes stop it here; the rule in force is not touched
+			}
 			p.metrics.faults.WithLabelValues(v.Rule.ID, v.Fault.Outcome.String()).Inc()
 			if v.Quarantine != nil {
 				p.deps.Quarantine(ctx, v.Rule.ID, *v.Quarantine)
@@ -190,7 +200,7 @@ func (p *Pool) evaluate(ctx context.Context, ev *Evaluator, j Job, found []viola
 			return
 		}
 		m.violation.Inc()
-		p.metrics.violations.WithLabelValues(v.Rule.ID, v.Rule.Severity).Add(float64(len(v.Violations)))
+		p.metrics.violationsOf(v.Rule).WithLabelValues(v.Rule.ID, v.Rule.Severity).Add(float64(len(v.Violations)))
 		now := p.deps.Now().UTC()
 		for _, viol := range v.Violations {
 			at := ev.SpanAt(viol.SpanIndex)
@@ -207,7 +217,7 @@ func (p *Pool) evaluate(ctx context.Context, ev *Evaluator, j Job, found []viola
 				// Copies: the span's strings share the trace's buffer, which
 				// must not outlive the trace in the recorder's queue.
 				Metadata: map[string]string{"service_name": strings.Clone(s.Service), "span_name": strings.Clone(s.Name)},
-				Trigger:  j.Trigger, Timestamp: now,
+				Trigger:  j.Trigger, Timestamp: now, Shadow: v.Rule.Shadow,
 			})
 		}
 	})
@@ -249,6 +259,8 @@ type poolMetrics struct {
 	skipped     *prometheus.CounterVec
 	brokenLinks prometheus.Counter
 
+	shadow *shadowMetrics
+
 	mu    sync.RWMutex
 	rules map[string]*ruleMetrics
 }
@@ -283,6 +295,7 @@ func newPoolMetrics(reg prometheus.Registerer) *poolMetrics {
 		rules: map[string]*ruleMetrics{},
 	}
 	reg.MustRegister(m.duration, m.total, m.faults, m.fuel, m.violations, m.queued, m.skipped, m.brokenLinks)
+	m.shadow = newShadowMetrics(reg)
 	return m
 }
 

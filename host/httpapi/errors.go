@@ -77,6 +77,9 @@ func toAPIError(err error) (*apiError, bool) {
 	if errors.As(err, &ae) {
 		return ae, true
 	}
+	if ae, ok := trialError(err); ok {
+		return ae, true
+	}
 	for _, row := range errorTable {
 		if errors.Is(err, row.err) {
 			return &apiError{status: row.status, code: row.code, message: err.Error()}, true

@@ -18,6 +18,7 @@ import (
 	"github.com/betracehq/betrace/host/internal/bearer"
 	"github.com/betracehq/betrace/host/registry"
 	"github.com/betracehq/betrace/host/store"
+	"github.com/betracehq/betrace/host/trial"
 )
 
 // Config holds the API's settings.
@@ -46,6 +47,8 @@ type Deps struct {
 	// Console, when set, is served at /ui/ and its sessions are accepted
 	// in place of the bearer token.
 	Console *console.Console
+	// Trial tests and replays candidate rules (POST /v1/rules/test, …/replay).
+	Trial   *trial.Runner
 	Version string
 	Started time.Time
 	Now     func() time.Time
@@ -98,6 +101,11 @@ func New(cfg Config, deps Deps, logger *slog.Logger, reg prometheus.Registerer) 
 	v1("/v1/rules", a.listRules, http.MethodGet)
 	v1("/v1/rules", a.createRule, http.MethodPost)
 	v1("/v1/rules/validate", a.validateRule, http.MethodPost)
+	if deps.Trial != nil {
+		v1("/v1/rules/test", a.testRule, http.MethodPost)
+		v1("/v1/rules/replay", a.replayCandidate, http.MethodPost)
+		v1("/v1/rules/{id}/replay", a.replayStored, http.MethodPost)
+	}
 	v1("/v1/rules/{id}", a.getRule, http.MethodGet)
 	v1("/v1/rules/{id}", a.updateRule, http.MethodPut)
 	v1("/v1/rules/{id}", a.deleteRule, http.MethodDelete)
@@ -105,6 +113,9 @@ func New(cfg Config, deps Deps, logger *slog.Logger, reg prometheus.Registerer) 
 	v1("/v1/rules/{id}/enable", a.enableRule(true), http.MethodPost)
 	v1("/v1/rules/{id}/disable", a.enableRule(false), http.MethodPost)
 	v1("/v1/rules/{id}/rollback", a.rollbackRule, http.MethodPost)
+	v1("/v1/rules/{id}/shadow", a.installShadow, http.MethodPut)
+	v1("/v1/rules/{id}/shadow", a.dropShadow, http.MethodDelete)
+	v1("/v1/rules/{id}/promote", a.promoteShadow, http.MethodPost)
 	v1("/v1/violations", a.listViolations, http.MethodGet)
 	v1("/v1/violations/summary", a.summarizeViolations, http.MethodGet)
 	return r

@@ -41,6 +41,7 @@ type ruleJSON struct {
 	CreatedAt   time.Time         `json:"createdAt"`
 	UpdatedAt   time.Time         `json:"updatedAt"`
 	Stats       any               `json:"stats"`
+	Shadow      *shadowJSON       `json:"shadow,omitempty"`
 }
 
 type moduleJSON struct {
@@ -77,6 +78,7 @@ func toRuleJSON(v registry.View) ruleJSON {
 	for i, m := range rec.Versions {
 		out.Versions[i] = moduleJSON(m)
 	}
+	out.Shadow = toShadowJSON(v.Shadow)
 	if out.Tags == nil {
 		out.Tags = []string{}
 	}

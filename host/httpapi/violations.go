@@ -35,6 +35,7 @@ type violationJSON struct {
 	// Evidence is listed only when asked for (evidence=true): a page of
 	// violations stays small, a violation's page shows its trace.
 	Evidence *violations.Evidence `json:"evidence,omitempty"`
+	Shadow   bool                 `json:"shadow,omitempty"`
 }
 
 func toViolationJSON(v violations.Violation) violationJSON {

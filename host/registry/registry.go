@@ -101,6 +101,7 @@ type entry struct {
 	// (Redis unreachable); until it is written it is what this instance
 	// shows and runs, and rec stays the stored record.
 	pending *pending
+	shadow  *evaluation.Rule // the version installed in shadow, when loaded (shadow.go)
 }
 
 // pending is a queued change: the record it makes, when it was made, and
@@ -235,6 +236,7 @@ func (r *Registry) publish() {
 		e.rule = &rule
 		active = append(active, e.rule)
 	}
+	active = r.withShadows(active)
 	r.active.Store(&active)
 	for _, s := range []rules.State{rules.StateActive, rules.StateDisabled, rules.StateQuarantined} {
 		r.metrics.rules.WithLabelValues(string(s)).Set(float64(counts[s]))
@@ -260,11 +262,12 @@ type View struct {
 	// back, and other instances do not know of it until then.
 	Pending bool
 	Stats   evaluation.StatsSnapshot
+	Shadow  *ShadowView // the version in shadow, if any
 }
 
 func (e *entry) view() View {
 	rec := e.current()
-	v := View{Record: rec, State: rec.State(), Pending: e.pending != nil, Stats: e.stats.Snapshot(time.Now())}
+	v := View{Record: rec, State: rec.State(), Pending: e.pending != nil, Stats: e.stats.Snapshot(time.Now()), Shadow: e.shadowView()}
 	switch {
 	case v.State == rules.StateDisabled:
 		v.StateReason = "disabled by an operator"
@@ -821,10 +824,11 @@ func (r *Registry) sync(ctx context.Context) error {
 func (r *Registry) refresh(ctx context.Context, recs []rules.Record, failed string) int {
 	// What to do, decided from a copy of the cache.
 	type step struct {
-		rec  rules.Record
-		load bool
-		inst *installed
-		err  error
+		rec    rules.Record
+		load   bool
+		inst   *installed
+		err    error
+		shadow shadowStep
 	}
 	var steps []step
 	r.mu.Lock()
@@ -834,7 +838,11 @@ func (r *Registry) refresh(ctx context.Context, recs []rules.Record, failed stri
 			continue
 		}
 		load := !ok || e.rule == nil || e.rec.Module.SHA256 != rec.Module.SHA256 || e.rec.Limits != rec.Limits
-		steps = append(steps, step{rec: rec, load: load})
+		var cur *entry
+		if ok {
+			cur = e
+		}
+		steps = append(steps, step{rec: rec, load: load, shadow: shadowStepFor(cur, rec)})
 	}
 	r.mu.Unlock()
 
@@ -842,6 +850,7 @@ func (r *Registry) refresh(ctx context.Context, recs []rules.Record, failed stri
 		if steps[i].load {
 			steps[i].inst, steps[i].err = r.admit(ctx, steps[i].rec)
 		}
+		r.admitShadowStep(ctx, steps[i].rec, &steps[i].shadow)
 	}
 
 	r.mu.Lock()
@@ -854,6 +863,9 @@ func (r *Registry) refresh(ctx context.Context, recs []rules.Record, failed stri
 			// held, but the higher revision is the one to keep regardless).
 			if st.inst != nil {
 				st.inst.sb.Close(ctx)
+			}
+			if st.shadow.inst != nil {
+				st.shadow.inst.sb.Close(ctx)
 			}
 			continue
 		}
@@ -876,6 +888,7 @@ func (r *Registry) refresh(ctx context.Context, recs []rules.Record, failed stri
 		if old.Quarantine != nil && st.rec.Quarantine == nil {
 			e.strikes.Clear()
 		}
+		r.applyShadowStep(ctx, e, st.shadow)
 	}
 	seen := make(map[string]bool, len(recs))
 	for _, rec := range recs {
@@ -888,6 +901,7 @@ func (r *Registry) refresh(ctx context.Context, recs []rules.Record, failed stri
 			if e.rule != nil {
 				go e.rule.Sandbox.Close(context.WithoutCancel(ctx))
 			}
+			closeShadow(ctx, e)
 		}
 	}
 	if changed > 0 {
@@ -965,6 +979,7 @@ func (r *Registry) Delete(ctx context.Context, id string) error {
 	if e.rule != nil {
 		go e.rule.Sandbox.Close(context.WithoutCancel(ctx))
 	}
+	closeShadow(ctx, e)
 	r.logger.Info("rule deleted", "rule_id", id)
 	return nil
 }
@@ -1006,6 +1021,9 @@ func (r *Registry) Close(ctx context.Context) {
 	for _, e := range r.entries {
 		if e.rule != nil {
 			e.rule.Sandbox.Close(ctx)
+		}
+		if e.shadow != nil {
+			e.shadow.Sandbox.Close(ctx)
 		}
 	}
 	r.entries = map[string]*entry{}

@@ -82,8 +82,13 @@ type Record struct {
 	Expression  string      `json:"expression,omitempty"`
 	// Module is the version in force; Versions holds the most recent
 	// versions, oldest first, including Module.
-	Module    Module    `json:"module"`
-	Versions  []Module  `json:"versions"`
+	Module   Module   `json:"module"`
+	Versions []Module `json:"versions"`
+	// Shadow is a version installed in shadow: it runs on live traffic
+	// beside Module, its violations stored marked shadow and never
+	// exported, until it is promoted (it becomes the newest version, under
+	// the number it carries) or dropped.
+	Shadow    *Module   `json:"shadow,omitempty"`
 	CreatedAt time.Time `json:"createdAt"`
 	UpdatedAt time.Time `json:"updatedAt"`
 	// Revision increases with every change; stores use it to order

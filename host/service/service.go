@@ -39,6 +39,7 @@ import (
 	"github.com/betracehq/betrace/host/store/embedded"
 	"github.com/betracehq/betrace/host/store/redisstore"
 	"github.com/betracehq/betrace/host/traces"
+	"github.com/betracehq/betrace/host/trial"
 )
 
 // Config is everything an operator can set. Each part is its package's own
@@ -73,6 +74,9 @@ type Config struct {
 	// default), so the heap's soft limit and the rules fit a container of
 	// four thirds of MemoryLimit, as the deployment sets them.
 	RuleMemoryBudget int64
+	// TapeBytes bounds the tape of recent traces that candidate rules are
+	// replayed on (package trial). Default 64 MiB; 0 turns it off.
+	TapeBytes int64
 
 	Traces     traces.Config
 	Ingest     ingest.Config
@@ -94,6 +98,7 @@ func DefaultConfig() Config {
 		DataDir:         "./data",
 		ShutdownTimeout: 10 * time.Second,
 		MemoryLimit:     768 << 20,
+		TapeBytes:       trial.DefaultTapeBytes,
 		Traces:          traces.DefaultConfig(),
 		Ingest:          ingest.DefaultConfig(),
 		Export:          export.DefaultConfig(),
@@ -134,6 +139,9 @@ func (c Config) Validate() error {
 	if c.RuleMemoryBudget < 0 || (c.RuleMemoryBudget > 0 && c.RuleMemoryBudget < 1<<20) {
 		errs = append(errs, fmt.Errorf("rule memory budget %d bytes: give at least 1MiB, or 0 for a third of the memory limit", c.RuleMemoryBudget))
 	}
+	if c.TapeBytes < 0 {
+		errs = append(errs, fmt.Errorf("tape bytes %d: give a size, or 0 to turn the tape off", c.TapeBytes))
+	}
 	if c.APIToken != "" {
 		if _, err := bearer.Parse("BETRACE_API_TOKEN", c.APIToken); err != nil {
 			errs = append(errs, err)
@@ -171,6 +179,7 @@ type Service struct {
 	pool       *evaluation.Pool
 	assembler  *traces.Assembler
 	receiver   *ingest.Receiver
+	trialTape  *trial.Tape
 	http       *http.Server
 	listener   net.Listener
 	serveErr   chan error
@@ -229,7 +238,7 @@ func New(cfg Config, logger *slog.Logger) (*Service, error) {
 	if s.cluster != nil {
 		write = s.cluster.spool.Record // spools while Redis is unreachable
 	}
-	s.recorder, err = recorder.New(cfg.Recorder, write, s.exporter.Export, recorder.Settings{
+	s.recorder, err = recorder.New(cfg.Recorder, write, exportLive(s.exporter.Export), recorder.Settings{
 		Logger: logger.With("component", "recorder"), Registerer: reg, Now: now, Count: st.CountViolations})
 	if err != nil {
 		s.closeStorage()
@@ -239,6 +248,7 @@ func New(cfg Config, logger *slog.Logger) (*Service, error) {
 		Rules:      s.rules.Active,
 		Record:     s.recorder.Record,
 		Quarantine: s.quarantine,
+		Tape:       s.tape(reg),
 		Logger:     logger.With("component", "evaluation"),
 		Registerer: reg,
 		Now:        now,
@@ -291,6 +301,7 @@ func New(cfg Config, logger *slog.Logger) (*Service, error) {
 			Rules: s.rules, Violations: st, Health: hr, Gatherer: reg,
 			Ingest:  handlers,
 			Console: ui,
+			Trial:   s.newTrial(logger),
 			Version: cfg.Version, Started: started, Now: now,
 		}, logger.With("component", "httpapi"), reg),
 		ReadHeaderTimeout: 10 * time.Second,

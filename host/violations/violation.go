@@ -27,6 +27,9 @@ type Violation struct {
 	// Evidence is the trace as it was, on the first kept violation of each
 	// trace; nil on the others (they share it) and on older records.
 	Evidence *Evidence `json:"evidence,omitempty"`
+	// Shadow marks a violation found by a rule version installed in
+	// shadow: stored and listed, never exported or alerted on.
+	Shadow bool `json:"shadow,omitempty"`
 }
 
 // Query selects violations. Zero fields do not filter.
