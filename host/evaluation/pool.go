@@ -225,7 +225,16 @@ func (p *Pool) evaluate(ctx context.Context, ev *Evaluator, j Job, found []viola
 		p.metrics.brokenLinks.Add(float64(n))
 	}
 	if len(found) > first && p.cfg.EvidenceSpans > 0 {
-		found[first].Evidence = evidence(j.Spans, offending, p.cfg.EvidenceSpans)
+		// On a live violation when there is one: shadow ones are hidden
+		// and exported nowhere.
+		at := first
+		for i := first; i < len(found); i++ {
+			if !found[i].Shadow {
+				at = i
+				break
+			}
+		}
+		found[at].Evidence = evidence(j.Spans, offending, p.cfg.EvidenceSpans)
 	}
 	return found
 }
