@@ -113,7 +113,7 @@ func TestCLI(t *testing.T) {
 	// server's message for the bad one, the others pushed, exit 1.
 	cli("rules", "push", pfc, garbage, pii).want(t, 1,
 		[]string{"created payment-fraud-check: version 1, CRITICAL, active", "created pii-access-audit: version 1, HIGH, active"},
-		"[2/3] pushing "+garbage, "betrace: "+garbage+": module refused: not a WebAssembly module", "1 of 3 files failed")
+		"[2/3] pushing "+garbage, "betrace: "+garbage+": not a WebAssembly module", "betrace compile", "1 of 3 files failed")
 	for _, id := range []string{"payment-fraud-check", "pii-access-audit"} {
 		if r := s.rule(t, id); num(r, "version") != 1 {
 			t.Errorf("%s after push: %v", id, r)
@@ -133,7 +133,11 @@ func TestCLI(t *testing.T) {
 	// An existing rule: 409 with a hint; --update installs new versions,
 	// with several files by the id each module describes.
 	cli("rules", "push", pfc).want(t, 1, nil, `betrace: `+pfc+`: rule already exists: "payment-fraud-check"`, "--update")
+	// The modules they already run: nothing to install, and no version
+	// spent; with a field to change, a new version.
 	cli("rules", "push", "--update", pfc, pii).want(t, 0,
+		[]string{"unchanged payment-fraud-check: version 1", "unchanged pii-access-audit: version 1", "no new version"})
+	cli("rules", "push", "--update", pfc, pii, "--tags", "v2").want(t, 0,
 		[]string{"updated payment-fraud-check: version 2", "updated pii-access-audit: version 2"})
 	cli("rules", "push", nplus1, "--id", "slow-db", "--update").want(t, 0, []string{"updated slow-db: version 2, LOW, disabled"})
 	if sum := str(obj(s.rule(t, "slow-db"), "module"), "sha256"); sum != sha(module(t, "n-plus-one-queries")) {

@@ -369,8 +369,10 @@ next:
 }
 
 // waitQuiet waits until at least completed traces have completed and
-// nothing is buffered or queued any more: every completed trace's
-// violations are then stored (a trace's bytes are released only after).
+// nothing is buffered or queued any more, the recorder's buffer included:
+// every completed trace's violations are then stored (a trace is released
+// once its violations reach the recorder; the recorder lets them go once
+// the store's write returned).
 func (s *server) waitQuiet(t testing.TB, completed int) {
 	t.Helper()
 	eventually(t, 20*time.Second, fmt.Sprintf("%d traces completed and evaluated", completed), func() (bool, string) {
@@ -379,7 +381,8 @@ func (s *server) waitQuiet(t testing.TB, completed int) {
 		active, _ := metricValue(mfs, "betrace_traces_active", nil)
 		buffered, _ := metricValue(mfs, "betrace_trace_buffer_bytes", nil)
 		queued, _ := metricValue(mfs, "betrace_evaluation_queue_length", nil)
-		return int(done) >= completed && active == 0 && buffered == 0 && queued == 0,
-			fmt.Sprintf("completed %v, active %v, buffered bytes %v, queued %v", done, active, buffered, queued)
+		recording, _ := metricValue(mfs, "betrace_recorder_buffer_bytes", nil)
+		return int(done) >= completed && active == 0 && buffered == 0 && queued == 0 && recording == 0,
+			fmt.Sprintf("completed %v, active %v, buffered bytes %v, queued %v, recorder bytes %v", done, active, buffered, queued, recording)
 	})
 }

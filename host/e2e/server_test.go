@@ -152,7 +152,11 @@ func (s *server) start(t testing.TB) {
 		t.Fatalf("start betrace: %v", err)
 	}
 	s.cmd, s.exited, s.running = cmd, make(chan struct{}), true
-	s.base = "http://127.0.0.1:" + httpPort
+	// Written only when it changes: a cluster member restarts on its own
+	// port while load generators read base concurrently.
+	if b := "http://127.0.0.1:" + httpPort; b != s.base {
+		s.base = b
+	}
 	go func(exited chan struct{}) {
 		err := cmd.Wait()
 		s.exitErr = err
