@@ -39,9 +39,6 @@ const (
 	forwardDecodes = 4
 )
 
-// Sink takes spans into this instance's assembler.
-type Sink func(ctx context.Context, spans []traces.Span) error
-
 // ForwardConfig bounds forwarding.
 type ForwardConfig struct {
 	// QueueSpans is how many spans may wait for one peer. Default 200,000.
@@ -69,8 +66,8 @@ type ForwardConfig struct {
 type Router struct {
 	cfg     ForwardConfig
 	members *Membership
-	local   Sink
-	frags   Sink // local, for spans whose traces are fragments
+	local   traces.Sink
+	frags   traces.Sink // local, for spans whose traces are fragments
 	client  *http.Client
 	logger  *slog.Logger
 	metrics *forwardMetrics
@@ -95,7 +92,7 @@ type peer struct {
 }
 
 // NewRouter returns a Router; local is normally the assembler's Add.
-func NewRouter(cfg ForwardConfig, members *Membership, local Sink, logger *slog.Logger, reg prometheus.Registerer) *Router {
+func NewRouter(cfg ForwardConfig, members *Membership, local traces.Sink, logger *slog.Logger, reg prometheus.Registerer) *Router {
 	if cfg.QueueSpans == 0 {
 		cfg.QueueSpans = 200_000
 	}
@@ -121,7 +118,7 @@ func NewRouter(cfg ForwardConfig, members *Membership, local Sink, logger *slog.
 // SetFragmentSink sets where this instance takes spans whose traces are
 // known to be fragments (normally the assembler's AddFragments); until
 // then they go to the local sink. Call it before routing starts.
-func (r *Router) SetFragmentSink(s Sink) { r.frags = s }
+func (r *Router) SetFragmentSink(s traces.Sink) { r.frags = s }
 
 // SetToken changes the cluster token the router sends and accepts, when
 // the one shared through Redis changed (Redis lost its data and another

@@ -20,7 +20,7 @@ import (
 	"github.com/betracehq/betrace/host/traces"
 )
 
-func soloRouter(t *testing.T, token bearer.Token, sink Sink) *Router {
+func soloRouter(t *testing.T, token bearer.Token, sink traces.Sink) *Router {
 	t.Helper()
 	cfg := DefaultConfig()
 	cfg.InstanceID, cfg.AdvertiseAddr = "solo", "solo:1"
@@ -226,7 +226,7 @@ func TestRouterFollowsViewChanges(t *testing.T) {
 		}
 		n.m = m
 		// A first retry an hour away: only the view change can move the spans.
-		sink := func(into map[[16]byte]int) Sink {
+		sink := func(into map[[16]byte]int) traces.Sink {
 			return func(_ context.Context, spans []traces.Span) error {
 				n.mu.Lock()
 				defer n.mu.Unlock()

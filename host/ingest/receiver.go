@@ -21,19 +21,11 @@ import (
 	"github.com/betracehq/betrace/host/traces"
 )
 
-// Sink takes the spans of one request. It is normally the trace assembler's
-// Add. It returns an error wrapping traces.ErrFull when it cannot take them
-// now, traces.ErrUnavailable when it is shutting down or cannot reach where
-// they belong, and traces.ErrBatchTooLarge when the batch can never fit.
-// The spans are the receiver's again once Sink returns, whatever it
-// returns: a Sink that keeps them copies them (the assembler does).
-type Sink func(ctx context.Context, spans []traces.Span) error
-
 // Receiver serves OTLP/HTTP, OTLP/gRPC and the legacy /v1/spans endpoint,
 // turning every request into []traces.Span for its Sink.
 type Receiver struct {
 	cfg   Config
-	sink  Sink
+	sink  traces.Sink
 	log   *slog.Logger
 	m     *metrics
 	slots chan struct{} // MaxConcurrentRequests
@@ -54,7 +46,7 @@ type Receiver struct {
 }
 
 // New returns a Receiver that hands spans to sink.
-func New(cfg Config, sink Sink, set Settings) (*Receiver, error) {
+func New(cfg Config, sink traces.Sink, set Settings) (*Receiver, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("new ingest receiver: %w", err)
 	}

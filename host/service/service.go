@@ -258,7 +258,7 @@ func New(cfg Config, logger *slog.Logger) (*Service, error) {
 		s.closeStorage()
 		return nil, err
 	}
-	sink := ingest.Sink(s.admit)
+	sink := traces.Sink(s.admit)
 	handlers := map[string]http.Handler{}
 	if s.cluster != nil {
 		s.cluster.router = cluster.NewRouter(cluster.ForwardConfig{Token: s.cluster.token, IdleTimeout: cfg.Traces.IdleTimeout}, s.cluster.members, s.admit, logger.With("component", "cluster"), reg)

@@ -200,7 +200,7 @@ func (a *Assembler) Shutdown(ctx context.Context) error {
 // Config.LateWindow are counted as late and dropped; the rest of the batch is
 // kept. After Shutdown, Add returns ErrUnavailable. Add never waits: ctx
 // only makes it refuse a batch whose request is already gone. Its signature
-// is that of ingest.Sink, so it can be handed to the receivers as is.
+// is a Sink, so it can be handed to the receivers as is.
 //
 // Add keeps the spans' strings and attribute slices: the caller must not
 // modify them afterwards. It is safe for concurrent use.

@@ -1,9 +1,20 @@
 package traces
 
 import (
+	"context"
 	"sync/atomic"
 	"time"
 )
+
+// Sink takes spans on, one stage to the next: the receivers hand each
+// request's spans to one, the cluster's router is one (it forwards what
+// peers own) and hands the rest to another, and the assembler's Add is
+// the last. It returns an error wrapping ErrFull when it cannot take them
+// now, ErrUnavailable when it is shutting down or cannot reach where they
+// belong, and ErrBatchTooLarge when the batch can never fit. The spans are
+// the caller's again once it returns, whatever it returns: a Sink that
+// keeps them copies them (the assembler packs them).
+type Sink func(ctx context.Context, spans []Span) error
 
 // Trace is one completed trace, handed to the consumer given to New.
 //
