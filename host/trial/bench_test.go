@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/betracehq/betrace/host/abi"
+	"github.com/betracehq/betrace/host/dsl"
 	"github.com/betracehq/betrace/host/evaluation"
 	"github.com/betracehq/betrace/host/internal/testrules"
 	"github.com/betracehq/betrace/host/rules"
@@ -133,5 +134,52 @@ func BenchmarkTapeAdd(b *testing.B) {
 	b.ReportAllocs()
 	for i := 0; b.Loop(); i++ {
 		tape.Add(traceID(i), encoded, uint32(len(spans)), time.Time{})
+	}
+}
+
+// BenchmarkReplaySpeed is how fast one replay goes through the tape (the
+// mixed sample traces) on its one sandbox instance, for a DSL rule and
+// for the same rule in Go: traces/s per core when nothing else runs.
+func BenchmarkReplaySpeed(b *testing.B) {
+	h := newHost(b)
+	ctx := context.Background()
+	tape := NewTape(DefaultTapeBytes, nil)
+	enc := abi.NewEncoder()
+	entries := 0
+	for _, spans := range mixedTraces(b, 20) {
+		tape.Add(spans[0].TraceID, enc.Encode(spans, 0), uint32(len(spans)), time.Now())
+		entries++
+	}
+	never := rules.Config{Strikes: 1 << 30, Window: time.Hour}
+	r := NewRunner(Config{ReplayFuel: 1 << 62, ReplayTimeout: time.Hour, Quarantine: never}, Deps{Host: h, Tape: tape})
+	rule, err := dsl.Parse("when { payment.charge } always { fraud.check }")
+	if err != nil {
+		b.Fatal(err)
+	}
+	dslModule, err := dsl.Compile(rule, dsl.Meta{ID: "pay"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, c := range []struct {
+		name   string
+		module []byte
+	}{{"dsl", dslModule}, {"go", testrules.Module(b, "payment-fraud-check")}} {
+		b.Run(c.name, func(b *testing.B) {
+			cand, err := r.Load(ctx, Candidate{Module: c.module})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer cand.Close(ctx)
+			evaluated := 0
+			start := time.Now()
+			for b.Loop() {
+				res, err := r.Replay(ctx, ReplayOptions{Candidate: cand})
+				if err != nil || res.Evaluated != entries {
+					b.Fatalf("replay: %v, %d of %d traces", err, res.Evaluated, entries)
+				}
+				evaluated += res.Evaluated
+			}
+			b.ReportMetric(float64(evaluated)/time.Since(start).Seconds(), "traces/s")
+		})
 	}
 }
