@@ -220,7 +220,7 @@ func options() []option {
 			c.RuleMemoryBudget = n
 			return err
 		}},
-		{"tape-bytes", "BETRACE_TAPE_BYTES", "64MiB", "recent completed traces kept, in their encoded form, for replaying candidate rules (POST /v1/rules/replay); per instance, oldest shed first; 0 turns it off", false, func(c *service.Config, v string) error {
+		{"tape-bytes", "BETRACE_TAPE_BYTES", "16MiB", "recent completed traces kept, in their encoded form, for replaying candidate rules (POST /v1/rules/replay); per instance, oldest shed first; 0 turns it off", false, func(c *service.Config, v string) error {
 			if strings.TrimSpace(v) == "0" {
 				c.TapeBytes = 0
 				return nil

@@ -8,7 +8,7 @@ import (
 )
 
 // DefaultTapeBytes is the tape's default bound (BETRACE_TAPE_BYTES).
-const DefaultTapeBytes = 64 << 20
+const DefaultTapeBytes = 16 << 20
 
 // Entry is one trace on the tape, as Find and Read copy it out.
 type Entry struct {
