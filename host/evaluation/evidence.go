@@ -1,13 +1,13 @@
 package evaluation
 
 import (
+	"cmp"
 	"encoding/hex"
-	"math"
 	"slices"
-	"strconv"
 	"strings"
 
 	"github.com/betracehq/betrace/api/abiv1"
+	"github.com/betracehq/betrace/host/abi"
 	"github.com/betracehq/betrace/host/traces"
 	"github.com/betracehq/betrace/host/violations"
 )
@@ -47,32 +47,22 @@ func evidence(spans []traces.Span, offending []int, maxSpans int) *violations.Ev
 			rest = append(rest, i)
 		}
 	}
-	slices.SortStableFunc(rest, func(a, b int) int { return cmpU64(spans[a].StartUnixNano, spans[b].StartUnixNano) })
+	slices.SortStableFunc(rest, func(a, b int) int { return cmp.Compare(spans[a].StartUnixNano, spans[b].StartUnixNano) })
 	order = append(order, rest...)
 
-	bytes := 40
+	bytes := ev.Bytes()
 	for _, i := range order {
-		if len(ev.Spans) == maxSpans {
-			ev.Truncated = true
-			break
-		}
 		s, cut := evidenceSpan(&spans[i])
-		if n := bytes + estimate(&s); n > violations.MaxEvidenceBytes {
+		if len(ev.Spans) == maxSpans || bytes+s.Bytes() > violations.MaxEvidenceBytes {
 			ev.Truncated = true
 			break
-		} else {
-			bytes = n
 		}
+		bytes += s.Bytes()
 		ev.Truncated = ev.Truncated || cut
 		ev.Spans = append(ev.Spans, s)
 	}
-	slices.SortStableFunc(ev.Spans, func(a, b violations.EvidenceSpan) int { return cmpU64(a.StartUnixNano, b.StartUnixNano) })
+	slices.SortStableFunc(ev.Spans, func(a, b violations.EvidenceSpan) int { return cmp.Compare(a.StartUnixNano, b.StartUnixNano) })
 	return ev
-}
-
-func estimate(s *violations.EvidenceSpan) int {
-	e := violations.Evidence{Spans: []violations.EvidenceSpan{*s}}
-	return e.Bytes() - 40
 }
 
 func evidenceSpan(s *traces.Span) (violations.EvidenceSpan, bool) {
@@ -111,16 +101,13 @@ func evidenceSpan(s *traces.Span) (violations.EvidenceSpan, bool) {
 	return out, cut
 }
 
-// attrText is an attribute's value as the violation's attributes show it.
+// attrText is an attribute's value as text: numbers and bools as the
+// host functions write them (abi.AppendValueText), raw bytes in hex.
 func attrText(a *traces.Attr) string {
-	switch a.Type {
-	case abiv1.ValueBool:
-		return strconv.FormatBool(a.Num != 0)
-	case abiv1.ValueInt:
-		return strconv.FormatInt(int64(a.Num), 10)
-	case abiv1.ValueDouble:
-		return strconv.FormatFloat(math.Float64frombits(a.Num), 'g', -1, 64)
-	case abiv1.ValueBytes:
+	if b, ok := abi.AppendValueText(nil, a.Type, a.Num); ok {
+		return string(b)
+	}
+	if a.Type == abiv1.ValueBytes {
 		return hex.EncodeToString([]byte(a.Str))
 	}
 	return a.Str
@@ -136,14 +123,4 @@ func clip(s string) (string, bool) {
 		n--
 	}
 	return s[:n] + "…", true
-}
-
-func cmpU64(a, b uint64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }

@@ -363,10 +363,7 @@ func (a *Assembler) Extract(moved func(traceID [16]byte) bool) (whole, fragments
 			sh.remove(p.idx)
 			a.active.Add(-1)
 			freed += p.bytes
-			spans := unpack(p.blob, p.n, p.attrs)
-			for i := range spans {
-				spans[i].TraceID = p.id
-			}
+			spans := unpack(p.id, p.blob, p.n, p.attrs)
 			if p.fragment {
 				fragments = append(fragments, spans...)
 			} else {
@@ -441,10 +438,7 @@ func (a *Assembler) deliver(done []*Trace) {
 	for _, t := range done {
 		// Unpacked here, outside the shard's lock.
 		if p := t.packed; p != nil {
-			t.Spans, t.packed = unpack(p.blob, p.n, p.attrs), nil
-			for i := range t.Spans {
-				t.Spans[i].TraceID = t.ID
-			}
+			t.Spans, t.packed = unpack(t.ID, p.blob, p.n, p.attrs), nil
 		}
 		a.m.completed[t.Completion].Inc()
 	}

@@ -134,10 +134,10 @@ func (p *pending) appendSpan(s *Span) {
 	p.n++
 }
 
-// unpack turns packed spans back into Spans. Their strings point into blob,
-// which must not change afterwards; attrs is how many attributes (span and
-// resource blocks) blob holds, for one slab.
-func unpack(blob []byte, n, attrs int) []Span {
+// unpack turns the packed spans of trace id back into Spans. Their strings
+// point into blob, which must not change afterwards; attrs is how many
+// attributes (span and resource blocks) blob holds, for one slab.
+func unpack(id [16]byte, blob []byte, n, attrs int) []Span {
 	spans := make([]Span, n)
 	slab := make([]Attr, 0, attrs)
 	type block struct {
@@ -148,7 +148,7 @@ func unpack(blob []byte, n, attrs int) []Span {
 	r := reader{b: blob}
 	for i := range spans {
 		s := &spans[i]
-		s.TraceID = [16]byte{} // set by the caller
+		s.TraceID = id
 		copy(s.SpanID[:], r.next(8))
 		copy(s.ParentSpanID[:], r.next(8))
 		s.StartUnixNano = binary.LittleEndian.Uint64(r.next(8))

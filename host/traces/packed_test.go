@@ -46,7 +46,7 @@ func TestPackRoundTrip(t *testing.T) {
 	if int64(len(p.blob)) > counted || counted != SpanBytes(in) {
 		t.Fatalf("packed %d bytes, counted %d, SpanBytes %d: the count must never be under what is kept", len(p.blob), counted, SpanBytes(in))
 	}
-	out := unpack(p.blob, p.n, p.attrs)
+	out := unpack([16]byte{}, p.blob, p.n, p.attrs)
 	for i := range out {
 		if len(out[i].Attrs) == 0 {
 			out[i].Attrs = nil

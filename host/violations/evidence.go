@@ -43,12 +43,13 @@ func (e *Evidence) Bytes() int {
 	}
 	n := 40
 	for i := range e.Spans {
-		n += e.Spans[i].bytes()
+		n += e.Spans[i].Bytes()
 	}
 	return n
 }
 
-func (s *EvidenceSpan) bytes() int {
+// Bytes estimates the stored size of s, as Evidence.Bytes counts it.
+func (s *EvidenceSpan) Bytes() int {
 	n := 120 + len(s.Name) + len(s.Service)
 	for k, v := range s.Attributes {
 		n += 6 + len(k) + len(v)
