@@ -151,12 +151,24 @@ func options() []option {
 			c.Export.Endpoint = v
 			return nil
 		}},
-		{"redis-url", "BETRACE_REDIS_URL", "", "Redis to share rules, state and violations with other instances, e.g. redis://127.0.0.1:6379/0 (empty: embedded store)", true, func(c *service.Config, v string) error {
+		{"redis-url", "BETRACE_REDIS_URL", "", "Redis to share rules, state and violations with other instances: redis://127.0.0.1:6379/0, redis+sentinel://s1:26379,s2:26379/mymaster or redis+cluster://n1:6379,n2:6379 (empty: embedded store)", true, func(c *service.Config, v string) error {
 			c.Redis.URL = v
 			return nil
 		}},
 		{"redis-prefix", "BETRACE_REDIS_PREFIX", "betrace:", "prefix of every Redis key, so deployments can share one Redis", false, func(c *service.Config, v string) error {
 			c.Redis.Prefix = v
+			return nil
+		}},
+		{"redis-wait-replicas", "BETRACE_REDIS_WAIT_REPLICAS", "", "replicas that must hold each Redis write before it counts as done, so a failover loses nothing acknowledged (empty: 1 with Sentinel, none otherwise; -1: none)", false, func(c *service.Config, v string) error {
+			if v == "" {
+				c.Redis.WaitReplicas = 0
+				return nil
+			}
+			n, err := strconv.Atoi(v)
+			if err != nil || n < -1 {
+				return fmt.Errorf("%q is not a number of replicas (or -1 for none)", v)
+			}
+			c.Redis.WaitReplicas = n
 			return nil
 		}},
 		{"instance-id", "BETRACE_INSTANCE_ID", "", "this instance's name in the cluster and in exported spans (default: hostname:port)", false, func(c *service.Config, v string) error {

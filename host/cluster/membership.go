@@ -429,8 +429,10 @@ func (m *Membership) viewAt(views []*View, t time.Time) *View {
 	return m.local
 }
 
-func (m *Membership) key() string      { return m.cfg.Prefix + "members" }
-func (m *Membership) viewsKey() string { return m.cfg.Prefix + "views" }
+// The member set and the views are written by one script, so they share
+// a hash tag and so one slot of a Redis Cluster.
+func (m *Membership) key() string      { return "{" + m.cfg.Prefix + "cluster}:members" }
+func (m *Membership) viewsKey() string { return "{" + m.cfg.Prefix + "cluster}:views" }
 func (m *Membership) entry() string {
 	return m.cfg.InstanceID + "\x00" + m.cfg.AdvertiseAddr + "\x00" + m.incarnation
 }

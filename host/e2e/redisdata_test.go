@@ -47,7 +47,7 @@ func watchRules(t *testing.T, c *testCluster, before []string) *ruleWatch {
 					}
 				}
 			}
-			if stored, err := rdb.HKeys(context.Background(), c.prefix+"rules").Result(); err == nil && len(stored) > 0 {
+			if stored, err := rdb.HKeys(context.Background(), "{"+c.prefix+"rules}").Result(); err == nil && len(stored) > 0 {
 				for _, id := range before {
 					if !slices.Contains(stored, id) {
 						w.note(fmt.Sprintf("Redis held %v, without %s", stored, id))
@@ -124,7 +124,7 @@ func (c *testCluster) everyMemberHas(t *testing.T, want []string) {
 				return false, fmt.Sprintf("%s lists %v", c.ids[i], got)
 			}
 		}
-		stored, err := c.redis.Client().HKeys(context.Background(), c.prefix+"rules").Result()
+		stored, err := c.redis.Client().HKeys(context.Background(), "{"+c.prefix+"rules}").Result()
 		slices.Sort(stored)
 		if err != nil || !slices.Equal(stored, want) {
 			return false, fmt.Sprintf("Redis holds %v (%v)", stored, err)

@@ -28,7 +28,7 @@ const rulePoll = time.Second
 type clustered struct {
 	cfg     Config
 	store   *redisstore.Store
-	client  *redis.Client
+	client  redis.UniversalClient
 	members *cluster.Membership
 	token   bearer.Token // authenticates this instance to its peers
 	router  *cluster.Router
@@ -50,26 +50,19 @@ func newClustered(cfg Config, logger *slog.Logger, reg prometheus.Registerer, no
 	if err != nil {
 		return nil, fmt.Errorf("open the Redis store: %w", err)
 	}
-	opts, err := redis.ParseURL(cfg.Redis.URL)
-	if err != nil {
-		st.Close()
-		return nil, fmt.Errorf("BETRACE_REDIS_URL: %w", err)
-	}
-	opts.DialTimeout, opts.ReadTimeout, opts.WriteTimeout = cfg.Cluster.Timeout, cfg.Cluster.Timeout, cfg.Cluster.Timeout
-	opts.MaxRetries = 0 // the heartbeat retries on its own schedule
-	client := redis.NewClient(opts)
+	// One client for the store and the cluster: one pool, and one view of
+	// where the primary is after a failover.
+	client := st.Client()
 	cl := cfg.Cluster
 	cl.Prefix = cfg.Redis.Prefix
 	token, err := cluster.SharedToken(ctx, client, cl, bearer.Token{})
 	if err != nil {
 		st.Close()
-		client.Close()
 		return nil, err
 	}
 	members, err := cluster.NewMembership(cl, client, logger.With("component", "cluster"), reg, now)
 	if err != nil {
 		st.Close()
-		client.Close()
 		return nil, err
 	}
 	c := &clustered{cfg: cfg, store: st, client: client, members: members, token: token, logger: logger.With("component", "cluster"), now: now,

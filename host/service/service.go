@@ -522,9 +522,6 @@ func (s *Service) closeStorage() error {
 	if s.host != nil {
 		errs = append(errs, s.host.Close(context.Background()))
 	}
-	errs = append(errs, s.store.Close())
-	if s.cluster != nil {
-		errs = append(errs, s.cluster.client.Close())
-	}
+	errs = append(errs, s.store.Close()) // closes the cluster's client too
 	return errors.Join(errs...)
 }

@@ -16,7 +16,9 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"sync"
 	"syscall"
@@ -65,6 +67,14 @@ type Options struct {
 	// example DEBUG SLEEP, to stall the server the way a slow disk or a
 	// long command does). Needs Redis 7 or later.
 	DebugCommand bool
+	// Args are added to the command line, e.g. "--replicaof", host, port,
+	// or "--cluster-enabled", "yes".
+	Args []string
+	// SentinelConfig, when set, runs the process as a Sentinel with this
+	// configuration (written to sentinel.conf in its directory, which
+	// Sentinel rewrites as it learns the topology) instead of a data
+	// server.
+	SentinelConfig string
 }
 
 // Start starts a redis-server on a free port of 127.0.0.1 and waits until
@@ -99,6 +109,9 @@ func StartWith(t testing.TB, opts Options) *Server {
 	t.Fatalf("redistest: %v", lastErr)
 	return nil
 }
+
+// Port is the server's port.
+func (s *Server) Port() int { return s.port }
 
 // Addr is the server's host:port.
 func (s *Server) Addr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(s.port)) }
@@ -180,6 +193,17 @@ func (s *Server) start() error {
 		"--daemonize", "no",
 		"--loglevel", "warning",
 	}
+	if s.opts.SentinelConfig != "" {
+		conf := filepath.Join(s.dir, "sentinel.conf")
+		if _, err := os.Stat(conf); err != nil { // a restart keeps what Sentinel learnt
+			if err := os.WriteFile(conf, []byte(s.opts.SentinelConfig), 0o600); err != nil {
+				return err
+			}
+		}
+		args = []string{conf, "--sentinel", "--port", strconv.Itoa(s.port), "--bind", "127.0.0.1",
+			"--dir", s.dir, "--daemonize", "no", "--loglevel", "warning"}
+	}
+	args = append(args, s.opts.Args...)
 	if s.opts.AppendOnly {
 		args = append(args, "--appendonly", "yes", "--appendfsync", "always")
 	}

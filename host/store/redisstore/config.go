@@ -25,9 +25,11 @@ const (
 
 // Config configures a Redis store. A zero field means its default.
 type Config struct {
-	// URL locates Redis (BETRACE_REDIS_URL), e.g. redis://host:6379/0 or
-	// rediss://user:password@host:6380/2. It is parsed by redis.ParseURL,
-	// so an unknown query parameter is an error. Required.
+	// URL locates Redis (BETRACE_REDIS_URL): one server
+	// (redis://host:6379/0, rediss://user:password@host:6380/2), the
+	// primary of a Sentinel group (redis+sentinel://s1:26379,s2:26379/mymaster)
+	// or a Redis Cluster (redis+cluster://n1:6379,n2:6379); see url.go
+	// for every form. An unknown query parameter is an error. Required.
 	URL string
 	// Prefix starts every key this store uses (BETRACE_REDIS_PREFIX).
 	// Instances that share a Prefix share rules and violations. Default
@@ -55,6 +57,13 @@ type Config struct {
 	// even when nothing is appended. Default 1 minute; negative turns it
 	// off.
 	TrimInterval time.Duration
+	// WaitReplicas is how many replicas must hold a write before it
+	// counts as done (Redis WAIT, BETRACE_REDIS_WAIT_REPLICAS), so that a
+	// failover cannot lose what was acknowledged: a write the replicas do
+	// not confirm within Timeout fails with store.ErrUnavailable, and is
+	// retried or spooled like any other. Default 1 with Sentinel, none
+	// otherwise; -1 means none. Not supported with Redis Cluster.
+	WaitReplicas int
 }
 
 // DefaultConfig returns the defaults; the caller sets URL.
@@ -75,8 +84,16 @@ func (c Config) Validate() error {
 	var errs []error
 	if c.URL == "" {
 		errs = append(errs, errors.New("redisstore: config: URL is not set: set BETRACE_REDIS_URL, e.g. redis://localhost:6379/0"))
-	} else if _, err := parseURL(c.URL); err != nil {
+	} else if t, err := parseTarget(c.URL); err != nil {
 		errs = append(errs, fmt.Errorf("redisstore: config: URL: %w", err))
+	} else if t.kind == redisCluster && c.WaitReplicas > 0 {
+		errs = append(errs, fmt.Errorf("redisstore: config: WaitReplicas %d: waiting for replicas is not supported with Redis Cluster: unset BETRACE_REDIS_WAIT_REPLICAS", c.WaitReplicas))
+	}
+	if c.WaitReplicas < -1 {
+		errs = append(errs, fmt.Errorf("redisstore: config: WaitReplicas %d: give a number of replicas, or -1 for none", c.WaitReplicas))
+	}
+	if strings.ContainsAny(c.Prefix, "{}") {
+		errs = append(errs, fmt.Errorf("redisstore: config: Prefix %q contains a brace: BeTrace adds the hash tags Redis Cluster needs itself; remove { and } from BETRACE_REDIS_PREFIX", c.Prefix))
 	}
 	if c.MaxViolations < 0 {
 		errs = append(errs, fmt.Errorf("redisstore: config: MaxViolations %d is negative", c.MaxViolations))
@@ -131,14 +148,28 @@ func parseURL(u string) (*redis.Options, error) {
 	if err != nil {
 		return nil, err
 	}
+	if opt.Network == "unix" {
+		return opt, nil
+	}
 	host, _, err := net.SplitHostPort(opt.Addr)
 	if err != nil {
 		return nil, fmt.Errorf("address %q: %w", opt.Addr, err)
 	}
 	if strings.ContainsAny(host, ",; ") {
-		return nil, fmt.Errorf("%q is several addresses or not a host name: give the one address of the Redis primary (standalone, or the endpoint of Sentinel or a managed service; Redis Cluster is not supported)", host)
+		return nil, fmt.Errorf("%q is several addresses or not a host name: redis:// takes one server; for Sentinel use redis+sentinel://s1:26379,s2:26379/mymaster, for Redis Cluster redis+cluster://n1:6379,n2:6379", host)
 	}
 	return opt, nil
+}
+
+// waitReplicas is how many replicas each write waits for on t.
+func (c Config) waitReplicas(t target) int {
+	switch {
+	case c.WaitReplicas > 0:
+		return c.WaitReplicas
+	case c.WaitReplicas == 0 && t.kind == sentinel:
+		return 1
+	}
+	return 0
 }
 
 // dedup reports whether de-duplication is on.

@@ -85,7 +85,7 @@ func (s *Store) CountViolations(ctx context.Context, token string, ts []violatio
 	for i, t := range ts {
 		args = append(args, idx[i], indexPrefix(tagRuleSeverity, t.RuleID, t.Severity), t.Count)
 	}
-	if err := scriptCount.Run(c, s.rdb, keys, args...).Err(); err != nil {
+	if err := s.run(c, scriptCount, keys, args...).Err(); err != nil {
 		return s.fail(ctx, op, err)
 	}
 	return nil

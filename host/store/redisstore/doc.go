@@ -6,31 +6,47 @@
 // keeping rule caches in sync, and de-duplication of violations per
 // (rule, trace).
 //
-// It needs Redis 6.2 or later (ZMSCORE), standalone or a primary (Sentinel
-// or a managed service); not Redis Cluster. Every key lives under
-// Config.Prefix, so several BeTrace deployments, or other applications,
-// can share a server.
+// It needs Redis 6.2 or later (ZMSCORE): one server (or a managed
+// endpoint), the primary of a Sentinel group, or a Redis Cluster, each
+// through go-redis's own client for it (see url.go for the URL forms).
+// Every key lives under Config.Prefix, so several BeTrace deployments, or
+// other applications, can share a server.
 //
 // # Key layout
 //
-// With the default prefix "betrace:":
+// Every BeTrace key in Redis, this package's and the cluster's, with the
+// default prefix "betrace:". Keys one script touches together share a
+// hash tag, the part in braces, so that Redis Cluster keeps them in one
+// slot; on one server the braces are only part of the name.
 //
-//	key                              type     holds
-//	betrace:rules                    hash     rule ID → rules.Record as JSON
-//	betrace:rules:version            string   counter, +1 on every rule change
-//	betrace:rules:changed            channel  the new version, after each change
-//	betrace:rules:generation         string   random; exists as long as the rules do (see Losing the data)
-//	betrace:rules:deleted            set      IDs of rules deleted, so a republish does not bring them back
-//	betrace:module:<sha256>          string   module bytes, under their lower-case hex digest
-//	betrace:violations               zset     every violation's key (all scores 0, ordered by key)
-//	betrace:violations:data          hash     violation key → value (index prefixes, then JSON)
-//	betrace:violations:index         zset     filter prefix + violation key, 4 per violation
-//	betrace:violations:rules         zset     rule index prefix "r:<len>:<rule>:" → its violations stored (retention per rule, largest rule)
-//	betrace:violations:counts:<min>  hash     "k|"/"c|" + "rs:<len>:<rule>:<len>:<severity>:" → kept/counted in minute <min> (Unix s); expires with the minute's violations
-//	betrace:violations:minutes       zset     minutes that have counts, scored by Unix seconds (for summaries)
-//	betrace:tally:<token>            string   a CountViolations call already counted; TTL 1h
-//	betrace:dedup:<rule>:<trace>     string   token of the evaluation that recorded the pair; TTL DedupTTL
-//	betrace:cluster:token            string   bearer token instances forward spans with (package cluster), when BETRACE_CLUSTER_TOKEN is unset
+//	key                                  type     holds
+//	{betrace:rules}                      hash     rule ID → rules.Record as JSON
+//	{betrace:rules}:version              string   counter, +1 on every rule change
+//	{betrace:rules}:generation           string   random; exists as long as the rules do (see Losing the data)
+//	{betrace:rules}:deleted              set      IDs of rules deleted, so a republish does not bring them back
+//	betrace:rules:changed                channel  the new version, after each change (pub/sub, not a key)
+//	betrace:module:<sha256>              string   module bytes, under their lower-case hex digest
+//	{betrace:violations}                 zset     every violation's key (all scores 0, ordered by key)
+//	{betrace:violations}:data            hash     violation key → value (index prefixes, then JSON)
+//	{betrace:violations}:index           zset     filter prefix + violation key, 4 per violation
+//	{betrace:violations}:rules           zset     rule index prefix "r:<len>:<rule>:" → its violations stored (retention per rule, largest rule)
+//	{betrace:violations}:counts:<min>    hash     "k|"/"c|" + "rs:<len>:<rule>:<len>:<severity>:" → kept/counted in minute <min> (Unix s); expires with the minute's violations
+//	{betrace:violations}:minutes         zset     minutes that have counts, scored by Unix seconds (for summaries)
+//	{betrace:violations}:tally:<token>   string   a CountViolations call already counted; TTL 1h
+//	{betrace:violations}:dedup:<r>:<t>   string   token of the evaluation that recorded the pair (rule r, trace t); TTL DedupTTL
+//	{betrace:cluster}:members            zset     live instances, scored by when they expire (package cluster)
+//	{betrace:cluster}:views              list     the latest membership views, newest first (package cluster)
+//	betrace:strikes:<rule>               zset     faults of a rule in the quarantine window, shared (package cluster)
+//	betrace:cluster:token                string   bearer token instances forward spans with (package cluster), when BETRACE_CLUSTER_TOKEN is unset
+//
+// All violations of a deployment live in one slot, so Redis Cluster gives
+// them failover, not more memory than one node has: size that node for
+// MaxViolations. Before the hash tags the same keys had plain names
+// ("betrace:rules", "betrace:violations:data", …); Open renames them on one
+// server (not the dedup and tally keys, which expire), so the rules and
+// violations an earlier version kept are found after an upgrade. Stop
+// every instance before upgrading: one still running the earlier version
+// writes where the others no longer read.
 //
 // A violation's key is its timestamp (Unix nanoseconds, sign bit flipped,
 // as 20 decimal digits), ':' and its ID, so byte order, which Redis uses
@@ -174,6 +190,22 @@
 // bytes of (rule, trace) dedup keys, which expire after DedupTTL), so the
 // default retention of 250,000 needs about 500 MB; lower MaxViolations to
 // fit the server's maxmemory.
+//
+// # Sentinel and Cluster
+//
+// With redis+sentinel:// the client asks the Sentinels for the primary,
+// follows them when they fail over (their +switch-master message closes
+// the connections to the old one) and retries commands that meet a
+// demoted primary (READONLY) or a restarted one (LOADING) with backoff,
+// within Timeout. Redis replicates asynchronously, so each write also
+// waits, on its connection, for WaitReplicas replicas to hold it (default
+// 1 with Sentinel): a write a failover could lose fails instead, and is
+// retried or spooled (see replicas.go). With redis+cluster:// the client
+// follows MOVED and ASK during a slot migration and retries TRYAGAIN and
+// CLUSTERDOWN; scripts are loaded on whichever node owns their slot. Pub/sub
+// hints reach subscribers on any node of both. Every failure that outlasts
+// Timeout is store.ErrUnavailable like an outage, and the same Store works
+// again once the new primary answers: nothing needs a restart.
 //
 // # Timeouts and outages
 //

@@ -154,7 +154,7 @@ func TestConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s2.Close()
-	if s2.k.rules != "betrace:rules" {
+	if s2.k.rules != "{betrace:rules}" {
 		t.Errorf("default prefix: %q", s2.k.rules)
 	}
 }

@@ -62,7 +62,7 @@ func TestWriteAfterFlushIsRefused(t *testing.T) {
 	if !errors.Is(err, store.ErrReset) {
 		t.Fatalf("create after FLUSHALL: %v, want ErrReset", err)
 	}
-	if n := srv.Client().HLen(bg, prefix+"rules").Val(); n != 0 {
+	if n := srv.Client().HLen(bg, "{"+prefix+"rules}").Val(); n != 0 {
 		t.Fatalf("a refused create left %d rules in Redis", n)
 	}
 	for _, w := range []func() error{

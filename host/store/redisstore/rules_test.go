@@ -339,23 +339,23 @@ func TestKeyLayout(t *testing.T) {
 	}
 	slices.Sort(ks)
 	want := map[string]string{
-		"layout:dedup:x:" + traceA:               "string",
+		"{layout:violations}:dedup:x:" + traceA:  "string",
 		"layout:module:" + storetest.Digest(mod): "string",
 		"layout:module:" + storetest.Digest(nil): "string",
-		"layout:rules":                           "hash",
-		"layout:rules:version":                   "string",
-		"layout:rules:generation":                "string",
-		"layout:rules:deleted":                   "set",
-		"layout:violations":                      "zset",
-		"layout:violations:data":                 "hash",
-		"layout:violations:index":                "zset",
-		"layout:violations:rules":                "zset",
-		"layout:violations:minutes":              "zset",
-		"layout:tally:t1":                        "string",
+		"{layout:rules}":                         "hash",
+		"{layout:rules}:version":                 "string",
+		"{layout:rules}:generation":              "string",
+		"{layout:rules}:deleted":                 "set",
+		"{layout:violations}":                    "zset",
+		"{layout:violations}:data":               "hash",
+		"{layout:violations}:index":              "zset",
+		"{layout:violations}:rules":              "zset",
+		"{layout:violations}:minutes":            "zset",
+		"{layout:violations}:tally:t1":           "string",
 	}
 	minute := time.Now().Truncate(time.Minute).Unix()
 	for _, m := range []int64{minute - 60, minute} { // the call may straddle a minute
-		want["layout:violations:counts:"+strconv.FormatInt(m, 10)] = "hash"
+		want["{layout:violations}:counts:"+strconv.FormatInt(m, 10)] = "hash"
 	}
 	var got []string
 	for _, k := range ks {

@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"net"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -26,59 +25,17 @@ import (
 // store.ErrUnavailable.
 var ErrClosed = fmt.Errorf("store is closed: %w", store.ErrUnavailable)
 
-// keys are the names this store uses, all under Config.Prefix.
-type keys struct {
-	prefix       string
-	rules        string // hash: rule ID → record JSON
-	rulesVersion string // counter, bumped by every rule change
-	rulesChanged string // pub/sub channel: the new rules version
-	generation   string // string: random, exists as long as the rules do
-	deleted      string // set: IDs of rules deleted in this generation
-	violations   string // sorted set: violation keys
-	data         string // hash: violation key → value
-	index        string // sorted set: filter prefix + violation key
-	ruleCounts   string // sorted set: rule index prefix, scored by its violations stored
-	minutes      string // sorted set: minutes that have counts, scored by Unix seconds
-}
-
-func newKeys(prefix string) keys {
-	return keys{
-		prefix:       prefix,
-		rules:        prefix + "rules",
-		rulesVersion: prefix + "rules:version",
-		rulesChanged: prefix + "rules:changed",
-		generation:   prefix + "rules:generation",
-		deleted:      prefix + "rules:deleted",
-		violations:   prefix + "violations",
-		data:         prefix + "violations:data",
-		index:        prefix + "violations:index",
-		ruleCounts:   prefix + "violations:rules",
-		minutes:      prefix + "violations:minutes",
-	}
-}
-
-func (k keys) module(sha string) string { return k.prefix + "module:" + sha }
-
-// counts is the hash of one minute's counts (Unix seconds).
-func (k keys) counts(minute int64) string {
-	return k.prefix + "violations:counts:" + strconv.FormatInt(minute, 10)
-}
-
-func (k keys) tally(token string) string { return k.prefix + "tally:" + token }
-
-func (k keys) dedup(ruleID, traceID string) string {
-	return k.prefix + "dedup:" + ruleID + ":" + traceID
-}
-
 // Store keeps rules, modules and violations in Redis, shared by every
 // instance configured with the same URL and Prefix. It is safe for
 // concurrent use.
 type Store struct {
-	cfg  Config
-	now  func() time.Time
-	rdb  *redis.Client
-	addr string
-	k    keys
+	cfg   Config
+	now   func() time.Time
+	rdb   redis.UniversalClient
+	where string   // names the deployment in messages
+	kind  topology // standalone, Sentinel or Cluster
+	wait  int      // replicas each write waits for; 0 for none
+	k     keys
 
 	closed atomic.Bool
 	subsMu sync.Mutex
@@ -108,35 +65,19 @@ func Open(ctx context.Context, cfg Config, now func() time.Time) (*Store, error)
 	if now == nil {
 		now = time.Now
 	}
-	opt, err := parseURL(cfg.URL)
+	t, err := parseTarget(cfg.URL)
 	if err != nil {
 		return nil, fmt.Errorf("redisstore: config: URL: %w", err)
 	}
-	// Every call runs under a context that expires after cfg.Timeout, and
-	// go-redis honours it for dials, reads, writes and retries. Socket
-	// timeouts the URL does not set follow cfg.Timeout too.
-	opt.ContextTimeoutEnabled = true
-	for _, d := range []*time.Duration{&opt.DialTimeout, &opt.ReadTimeout, &opt.WriteTimeout, &opt.PoolTimeout} {
-		if *d == 0 {
-			*d = cfg.Timeout
-		}
-	}
-	// A refused connection fails the attempt at once: the command retries
-	// (MaxRetries, with backoff) dial again, so go-redis's own five dial
-	// attempts per command would only make a down Redis slower to report.
-	if opt.DialerRetries == 0 {
-		opt.DialerRetries = 1
-	}
-	if opt.ClientName == "" {
-		opt.ClientName = "betrace"
-	}
 	s := &Store{
-		cfg:  cfg,
-		now:  now,
-		rdb:  redis.NewClient(opt),
-		addr: opt.Addr,
-		k:    newKeys(cfg.Prefix),
-		subs: map[*subscription]struct{}{},
+		cfg:   cfg,
+		now:   now,
+		rdb:   t.client(cfg.Timeout),
+		where: t.where,
+		kind:  t.kind,
+		wait:  cfg.waitReplicas(t),
+		k:     newKeys(cfg.Prefix),
+		subs:  map[*subscription]struct{}{},
 
 		stopTrim: make(chan struct{}),
 		trimDone: make(chan struct{}),
@@ -148,11 +89,21 @@ func Open(ctx context.Context, cfg Config, now func() time.Time) (*Store, error)
 		if errors.Is(ctx.Err(), context.Canceled) {
 			return nil, fmt.Errorf("redisstore: open: %w", ctx.Err())
 		}
-		if opt.TLSConfig != nil && speaksPlainRedis(ctx, s.addr, cfg.Timeout) {
-			return nil, fmt.Errorf("redisstore: open: BETRACE_REDIS_URL is rediss:// (TLS) but Redis at %s answers without TLS: use redis://, or enable TLS on the server: %w", s.addr, store.ErrUnavailable)
+		if t.kind == standalone && t.single.TLSConfig != nil && speaksPlainRedis(ctx, t.single.Addr, cfg.Timeout) {
+			return nil, fmt.Errorf("redisstore: open: BETRACE_REDIS_URL is rediss:// (TLS) but Redis at %s answers without TLS: use redis://, or enable TLS on the server: %w", t.single.Addr, store.ErrUnavailable)
 		}
-		return nil, fmt.Errorf("redisstore: open: cannot reach Redis at %s: %w: %w (check BETRACE_REDIS_URL and that Redis is running and reachable)",
-			s.addr, store.ErrUnavailable, err)
+		return nil, fmt.Errorf("redisstore: open: cannot reach %s: %w: %w (check BETRACE_REDIS_URL and that Redis is running and reachable)",
+			s.where, store.ErrUnavailable, err)
+	}
+	if err := s.checkMode(c); err != nil {
+		s.rdb.Close()
+		return nil, err
+	}
+	if t.kind != redisCluster {
+		if err := s.migrateLayout(c); err != nil {
+			s.rdb.Close()
+			return nil, err
+		}
 	}
 	go s.trimLoop()
 	return s, nil
@@ -199,8 +150,14 @@ func speaksPlainRedis(ctx context.Context, addr string, timeout time.Duration) b
 	return n > 0 && (buf[0] == '+' || buf[0] == '-')
 }
 
-// Addr is the address of the Redis server, from the URL.
-func (s *Store) Addr() string { return s.addr }
+// Where names the Redis deployment, from the URL, for messages: "Redis
+// at host:6379", the Sentinels' primary, or the Cluster's seed nodes.
+func (s *Store) Where() string { return s.where }
+
+// Client is the store's go-redis client, for the cluster's membership,
+// strikes and token, so that one process keeps one pool and follows one
+// failover. It is closed by Close.
+func (s *Store) Client() redis.UniversalClient { return s.rdb }
 
 // Trimmed is how many violations retention has removed since Open,
 // counting only the trims this Store made.
@@ -284,7 +241,7 @@ func (s *Store) fail(ctx context.Context, op string, err error) error {
 		// The caller gave up; Redis may be fine.
 		return fmt.Errorf("redisstore: %s: %w", op, ctx.Err())
 	case ctx.Err() != nil:
-		return fmt.Errorf("redisstore: %s: %w: %w before Redis at %s answered", op, store.ErrUnavailable, ctx.Err(), s.addr)
+		return fmt.Errorf("redisstore: %s: %w: %w before %s answered", op, store.ErrUnavailable, ctx.Err(), s.where)
 	}
 	var reply redis.Error
 	if errors.As(err, &reply) {
@@ -302,10 +259,13 @@ func (s *Store) fail(ctx context.Context, op string, err error) error {
 	if s.closed.Load() {
 		return fmt.Errorf("redisstore: %s: %w", op, ErrClosed)
 	}
-	if errors.Is(err, context.DeadlineExceeded) {
-		return fmt.Errorf("redisstore: %s: %w: Redis at %s did not answer within %s (check that it is running and reachable)", op, store.ErrUnavailable, s.addr, s.cfg.Timeout)
+	if errors.Is(err, errNotReplicated) {
+		return fmt.Errorf("redisstore: %s: %w: %w (check the replicas of %s and their link to the primary, or set BETRACE_REDIS_WAIT_REPLICAS=-1 to stop waiting for them)", op, store.ErrUnavailable, err, s.where)
 	}
-	return fmt.Errorf("redisstore: %s: %w: %w (check that Redis at %s is running and reachable)", op, store.ErrUnavailable, err, s.addr)
+	if errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("redisstore: %s: %w: %s did not answer within %s (check that it is running and reachable)", op, store.ErrUnavailable, s.where, s.cfg.Timeout)
+	}
+	return fmt.Errorf("redisstore: %s: %w: %w (check that %s is running and reachable)", op, store.ErrUnavailable, err, s.where)
 }
 
 // maybeSent reports whether a failed command may have reached Redis and
@@ -396,7 +356,7 @@ func (s *Store) ruleWrite(ctx context.Context, op string, rev int64, script *red
 		gen = s.generation()
 	}
 	args = append(args, gen, s.k.rulesChanged, s.now().UnixMilli())
-	res, err := script.Run(c, s.rdb, s.ruleKeys(), args...).Slice()
+	res, err := s.run(c, script, s.ruleKeys(), args...).Slice()
 	if err != nil {
 		if maybeSent(err) {
 			return maybeApplied{s.fail(ctx, op, err)}
@@ -431,8 +391,8 @@ func (s *Store) ruleKeys() []string {
 }
 
 func (s *Store) resetErr(op string) error {
-	return fmt.Errorf("redisstore: %s: %w: Redis at %s no longer holds the rules generation this instance read (it lost its data, or another instance put the rules back since); nothing was written: put back the rules held (RepublishRules), then retry",
-		op, store.ErrReset, s.addr)
+	return fmt.Errorf("redisstore: %s: %w: %s no longer holds the rules generation this instance read (it lost its data, or another instance put the rules back since); nothing was written: put back the rules held (RepublishRules), then retry",
+		op, store.ErrReset, s.where)
 }
 
 func (s *Store) generation() string {
@@ -530,7 +490,7 @@ func (s *Store) PutModule(ctx context.Context, sha string, module []byte) error 
 		return err
 	}
 	defer cancel()
-	err = scriptPutModule.Run(c, s.rdb, []string{s.k.module(sha)}, module).Err()
+	err = s.run(c, scriptPutModule, []string{s.k.module(sha)}, module).Err()
 	return s.fail(ctx, op, err)
 }
 
@@ -675,7 +635,7 @@ func (s *Store) RepublishRules(ctx context.Context, held []store.HeldRule) (int,
 	}
 	defer cancel()
 	args = append(args, s.k.rulesChanged, s.now().UnixMilli())
-	res, err := scriptRepublish.Run(c, s.rdb, s.ruleKeys(), args...).Slice()
+	res, err := s.run(c, scriptRepublish, s.ruleKeys(), args...).Slice()
 	if err != nil {
 		if maybeSent(err) {
 			return 0, maybeApplied{s.fail(ctx, op, err)}

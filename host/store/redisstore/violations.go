@@ -247,7 +247,7 @@ func (s *Store) AppendViolations(ctx context.Context, vs []violations.Violation)
 			args = append(args, p.key, p.val, p.minute)
 		}
 	}
-	res, err := scriptAppend.Run(c, s.rdb, keys, args...).Int64Slice()
+	res, err := s.run(c, scriptAppend, keys, args...).Int64Slice()
 	if err != nil {
 		return s.fail(ctx, op, err)
 	}
@@ -269,7 +269,7 @@ func (s *Store) Trim(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		res, err := scriptTrim.Run(c, s.rdb, s.retentionKeys(), s.retentionArgs(nil)...).Int64Slice()
+		res, err := s.run(c, scriptTrim, s.retentionKeys(), s.retentionArgs(nil)...).Int64Slice()
 		cancel()
 		if err != nil {
 			return s.fail(ctx, op, err)

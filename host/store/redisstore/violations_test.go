@@ -95,12 +95,12 @@ func TestDedup(t *testing.T) {
 	checkConsistent(t, srv, s, 6)
 
 	// The pair is remembered for DedupTTL, under the documented key.
-	ttl, err := srv.Client().PTTL(bg, s.cfg.Prefix+"dedup:rule-a:"+traceA).Result()
+	ttl, err := srv.Client().PTTL(bg, s.k.dedup("rule-a", traceA)).Result()
 	if err != nil || ttl <= 0 || ttl > time.Hour {
 		t.Fatalf("dedup key TTL %v, %v; want within (0, 1h]", ttl, err)
 	}
 	// Once it is forgotten, the pair records again.
-	if err := srv.Client().Del(bg, s.cfg.Prefix+"dedup:rule-a:"+traceA).Err(); err != nil {
+	if err := srv.Client().Del(bg, s.k.dedup("rule-a", traceA)).Err(); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.AppendViolations(bg, []violations.Violation{viol("e3-1", at(20), "rule-a", traceA)}); err != nil {
