@@ -14,6 +14,7 @@ import (
 
 	"github.com/betracehq/betrace/host/evaluation"
 	"github.com/betracehq/betrace/host/ingest"
+	"github.com/betracehq/betrace/host/registry"
 	"github.com/betracehq/betrace/host/rules"
 	"github.com/betracehq/betrace/host/sandbox"
 )
@@ -42,7 +43,7 @@ func demo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "betrace demo: no rule modules in %s: run `make rules` first\n", *rulesDir)
 		return 1
 	}
-	var loaded []*evaluation.Rule
+	var loaded []*registry.Rule
 	for _, path := range modules {
 		id := strings.TrimSuffix(filepath.Base(path), ".wasm")
 		if isAdversarial(id) {
@@ -62,7 +63,7 @@ func demo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		defer sb.Close(context.WithoutCancel(ctx))
 		d := sb.Description()
 		fmt.Fprintf(stdout, "loaded %-22s %-8s %s (%s)\n", id, d.Severity, d.Name, time.Since(start).Round(time.Millisecond))
-		loaded = append(loaded, &evaluation.Rule{ID: id, Sandbox: sb, Strikes: rules.NewStrikes(rules.DefaultConfig(), time.Now)})
+		loaded = append(loaded, &registry.Rule{ID: id, Sandbox: sb, Strikes: rules.NewStrikes(rules.DefaultQuarantinePolicy(), time.Now)})
 	}
 
 	files, _ := filepath.Glob(filepath.Join(*tracesDir, "*.json"))

@@ -317,7 +317,7 @@ func TestMembership(t *testing.T) {
 
 func TestSharedStrikes(t *testing.T) {
 	srv := redistest.Start(t)
-	cfg := rules.Config{Strikes: 3, Window: time.Minute}
+	cfg := rules.QuarantinePolicy{Strikes: 3, Window: time.Minute}
 	a := NewStrikes(srv.Client(), "t:", "rule", cfg, time.Second, time.Now)
 	b := NewStrikes(srv.Client(), "t:", "rule", cfg, time.Second, time.Now)
 	if _, tripped := a.Record(rules.Strike{Reason: "fuel"}); tripped {
@@ -350,7 +350,7 @@ func TestSharedStrikes(t *testing.T) {
 // however many instances add theirs; the same faults on most of them do.
 func TestSharedStrikesFaultRate(t *testing.T) {
 	srv := redistest.Start(t)
-	cfg := rules.Config{Strikes: 3, FaultRate: 0.5, Window: time.Minute}
+	cfg := rules.QuarantinePolicy{Strikes: 3, FaultRate: 0.5, Window: time.Minute}
 	a := NewStrikes(srv.Client(), "t:", "healthy", cfg, time.Second, time.Now)
 	b := NewStrikes(srv.Client(), "t:", "healthy", cfg, time.Second, time.Now)
 	for i := range 100 {

@@ -25,7 +25,7 @@ import (
 type Strikes struct {
 	client  redis.UniversalClient
 	key     string
-	cfg     rules.Config
+	cfg     rules.QuarantinePolicy
 	timeout time.Duration
 	now     func() time.Time
 	local   *rules.Strikes
@@ -35,7 +35,7 @@ type Strikes struct {
 }
 
 // NewStrikes returns the shared counter of ruleID.
-func NewStrikes(client redis.UniversalClient, prefix, ruleID string, cfg rules.Config, timeout time.Duration, now func() time.Time) *Strikes {
+func NewStrikes(client redis.UniversalClient, prefix, ruleID string, cfg rules.QuarantinePolicy, timeout time.Duration, now func() time.Time) *Strikes {
 	return &Strikes{client: client, key: prefix + "strikes:" + ruleID, cfg: cfg, timeout: timeout, now: now, local: rules.NewStrikes(cfg, now)}
 }
 

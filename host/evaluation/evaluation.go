@@ -7,44 +7,19 @@ import (
 	"time"
 
 	"github.com/betracehq/betrace/host/abi"
+	"github.com/betracehq/betrace/host/registry"
 	"github.com/betracehq/betrace/host/rules"
 	"github.com/betracehq/betrace/host/sandbox"
 	"github.com/betracehq/betrace/host/traces"
 )
 
-// Rule is one loaded rule as the evaluator sees it: an immutable snapshot of
-// its metadata with the sandbox, strikes and counters that outlive it.
-type Rule struct {
-	ID       string
-	Name     string
-	Severity string
-	Version  int // module version
-	Sandbox  *sandbox.Sandbox
-	Strikes  Striker
-	Stats    *Stats
-	// Share is the rule's own share of the workers (ShareConfig.Share);
-	// 0 means the pool's.
-	Share float64
-	// Shadow marks a version installed in shadow beside the rule's
-	// version in force (see Pool).
-	Shadow bool
-}
-
-// Striker counts a rule's faults and evaluations and decides when faults
-// quarantine it (rules.Config): rules.Strikes on one instance, or a
-// cluster-wide counter shared through Redis.
-type Striker interface {
-	// Evaluated counts an evaluation that did not fault, at now (the
-	// caller's clock, read once per call on the hot path).
-	Evaluated(now time.Time)
-	Record(rules.Strike) (rules.Quarantine, bool)
-	Quarantined() (rules.Quarantine, bool)
-	Clear()
-}
+// Striker is registry.Striker, the strike counter a rule carries; the name
+// stays here for wiring that still spells it so.
+type Striker = registry.Striker
 
 // Verdict is what one rule said about one trace.
 type Verdict struct {
-	Rule       *Rule
+	Rule       *registry.Rule
 	Violations []abi.Violation // valid only during the callback
 	FuelUsed   uint64
 	Duration   time.Duration
@@ -74,7 +49,7 @@ func New(now func() time.Time) *Evaluator {
 // Evaluate encodes spans once and runs them through each rule that is not
 // quarantined, calling report with each rule's verdict in order. Violation
 // span indexes refer to Evaluator.SpanAt.
-func (e *Evaluator) Evaluate(ctx context.Context, spans []traces.Span, flags uint32, rs []*Rule, report func(Verdict)) {
+func (e *Evaluator) Evaluate(ctx context.Context, spans []traces.Span, flags uint32, rs []*registry.Rule, report func(Verdict)) {
 	encoded := e.enc.Encode(spans, flags)
 	e.encoded = encoded
 	n := uint32(len(spans))
@@ -89,7 +64,7 @@ func (e *Evaluator) Evaluate(ctx context.Context, spans []traces.Span, flags uin
 		}
 		start := now
 		if e.share.over(r, len(rs), start) {
-			r.Stats.skip(start, e.share.Window())
+			r.Stats.Skip(start, e.share.Window())
 			report(Verdict{Rule: r, Skipped: SkipOverShare})
 			continue
 		}
@@ -105,7 +80,7 @@ func (e *Evaluator) Evaluate(ctx context.Context, spans []traces.Span, flags uin
 		now = end
 		v := Verdict{Rule: r, Violations: res.Violations, FuelUsed: res.FuelUsed, Duration: end.Sub(start)}
 		e.share.spent(r, start, v.Duration)
-		r.Stats.record(len(res.Violations), err != nil, res.FuelUsed)
+		r.Stats.Record(len(res.Violations), err != nil, res.FuelUsed)
 		e.violations = res.Violations[:0]
 		if err == nil {
 			r.Strikes.Evaluated(end)

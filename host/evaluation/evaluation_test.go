@@ -8,21 +8,22 @@ import (
 	"time"
 
 	"github.com/betracehq/betrace/host/internal/testrules"
+	"github.com/betracehq/betrace/host/registry"
 	"github.com/betracehq/betrace/host/rules"
 	"github.com/betracehq/betrace/host/sandbox"
 	"github.com/betracehq/betrace/host/traces"
 )
 
-func loadRules(t testing.TB, h *sandbox.Host, ids []string, cfg rules.Config) []*Rule {
+func loadRules(t testing.TB, h *sandbox.Host, ids []string, cfg rules.QuarantinePolicy) []*registry.Rule {
 	t.Helper()
-	var rs []*Rule
+	var rs []*registry.Rule
 	for _, id := range ids {
 		s, err := h.Load(context.Background(), testrules.Module(t, id), sandbox.Limits{})
 		if err != nil {
 			t.Fatalf("load %s: %v", id, err)
 		}
 		t.Cleanup(func() { s.Close(context.Background()) })
-		rs = append(rs, &Rule{ID: id, Sandbox: s, Strikes: rules.NewStrikes(cfg, time.Now)})
+		rs = append(rs, &registry.Rule{ID: id, Sandbox: s, Strikes: rules.NewStrikes(cfg, time.Now)})
 	}
 	return rs
 }
@@ -64,8 +65,8 @@ func verdicts(ev *Evaluator, spans []traces.Span, v Verdict) []string {
 func TestIsolation(t *testing.T) {
 	h := newHost(t)
 	ctx := context.Background()
-	real := loadRules(t, h, testrules.Real, rules.DefaultConfig())
-	bad := loadRules(t, h, []string{"runaway-loop", "memory-hog"}, rules.Config{Strikes: 3, Window: time.Hour})
+	real := loadRules(t, h, testrules.Real, rules.DefaultQuarantinePolicy())
+	bad := loadRules(t, h, []string{"runaway-loop", "memory-hog"}, rules.QuarantinePolicy{Strikes: 3, Window: time.Hour})
 	all := append(slices.Clone(real), bad...)
 	ev := New(time.Now)
 
@@ -132,19 +133,19 @@ func TestIsolation(t *testing.T) {
 // three strikes. Fuel, the deterministic cost, is identical in all three.
 func BenchmarkIsolation(b *testing.B) {
 	h := newHost(b)
-	real := loadRules(b, h, testrules.Real, rules.DefaultConfig())
+	real := loadRules(b, h, testrules.Real, rules.DefaultQuarantinePolicy())
 	traceSet := samples(b)
-	never := rules.Config{Strikes: 1000, Window: time.Nanosecond}
+	never := rules.QuarantinePolicy{Strikes: 1000, Window: time.Nanosecond}
 	for _, tc := range []struct {
 		name string
-		rs   func() []*Rule
+		rs   func() []*registry.Rule
 	}{
-		{"real-only", func() []*Rule { return real }},
-		{"with-bad-rules-never-quarantined", func() []*Rule {
+		{"real-only", func() []*registry.Rule { return real }},
+		{"with-bad-rules-never-quarantined", func() []*registry.Rule {
 			return append(slices.Clone(real), loadRules(b, h, []string{"runaway-loop", "memory-hog"}, never)...)
 		}},
-		{"with-bad-rules-quarantined", func() []*Rule {
-			return append(slices.Clone(real), loadRules(b, h, []string{"runaway-loop", "memory-hog"}, rules.DefaultConfig())...)
+		{"with-bad-rules-quarantined", func() []*registry.Rule {
+			return append(slices.Clone(real), loadRules(b, h, []string{"runaway-loop", "memory-hog"}, rules.DefaultQuarantinePolicy())...)
 		}},
 	} {
 		rs := tc.rs()

@@ -53,7 +53,7 @@ func crafted(n int, parent func(i int) int) []traces.Span {
 func TestPathologicalTracesDoNotFaultRealRules(t *testing.T) {
 	h := newHost(t)
 	ctx := context.Background()
-	rs := loadRules(t, h, testrules.Real, rules.DefaultConfig())
+	rs := loadRules(t, h, testrules.Real, rules.DefaultQuarantinePolicy())
 	for _, tc := range []struct {
 		name   string
 		n      int
@@ -95,7 +95,7 @@ func TestPathologicalTracesDoNotFaultRealRules(t *testing.T) {
 func TestCraftedFaultsDoNotQuarantineAHealthyRule(t *testing.T) {
 	h := newHost(t)
 	ctx := context.Background()
-	rs := loadRules(t, h, []string{"pii-access-audit", "runaway-loop"}, rules.DefaultConfig())
+	rs := loadRules(t, h, []string{"pii-access-audit", "runaway-loop"}, rules.DefaultQuarantinePolicy())
 	storm := crafted(3000, func(i int) int { return i - 1 })
 	for i := range storm {
 		storm[i].Attrs = []traces.Attr{{Key: "data.contains_pii", Type: abiv1.ValueBool, Num: 1}}

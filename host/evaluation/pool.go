@@ -14,6 +14,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/betracehq/betrace/host/registry"
 	"github.com/betracehq/betrace/host/rules"
 	"github.com/betracehq/betrace/host/traces"
 	"github.com/betracehq/betrace/host/violations"
@@ -50,7 +51,7 @@ var ErrStopped = errors.New("evaluation pool stopped")
 // PoolDeps are what a pool reads and where it sends results.
 type PoolDeps struct {
 	// Rules returns the rules to run now (the registry's snapshot).
-	Rules func() []*Rule
+	Rules func() []*registry.Rule
 	// Record takes one trace's violations on to be stored and exported
 	// (the recorder). It returns without waiting on storage, so a slow or
 	// full disk never slows evaluation; it counts what it cannot keep.

@@ -1,6 +1,10 @@
 package evaluation
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/betracehq/betrace/host/registry"
+)
 
 // A rule version installed in shadow runs on every trace beside the
 // version in force, under the same sandbox limits, but nothing it finds may
@@ -34,7 +38,7 @@ func (discard) Observe(float64) {}
 
 // of returns the series of a rule's evaluations: the live ones, or for a
 // shadow version its own.
-func (m *poolMetrics) of(r *Rule) *ruleMetrics {
+func (m *poolMetrics) of(r *registry.Rule) *ruleMetrics {
 	if !r.Shadow {
 		return m.forRule(r.ID)
 	}
@@ -61,7 +65,7 @@ func (m *poolMetrics) of(r *Rule) *ruleMetrics {
 }
 
 // violationsOf is the violation counter of a rule or shadow version.
-func (m *poolMetrics) violationsOf(r *Rule) *prometheus.CounterVec {
+func (m *poolMetrics) violationsOf(r *registry.Rule) *prometheus.CounterVec {
 	if r.Shadow {
 		return m.shadow.violations
 	}

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"sync/atomic"
 	"time"
+
+	"github.com/betracehq/betrace/host/registry"
 )
 
 // Fair share. A fuel budget bounds one call, not how much of the workers a
@@ -33,8 +35,9 @@ type ShareConfig struct {
 const DefaultShareWindow = 10 * time.Second
 
 // SkipOverShare is the reason of an evaluation skipped because its rule
-// had taken more than its share of the workers.
-const SkipOverShare = "over_share"
+// had taken more than its share of the workers (declared in registry,
+// whose Stats show it).
+const SkipOverShare = registry.SkipOverShare
 
 // SkipFragment is the reason of an evaluation skipped because the trace is
 // a fragment and the rule's module judges whole traces only
@@ -52,45 +55,9 @@ func (c ShareConfig) Validate() error {
 	return nil
 }
 
-// shareSlots divide the window; time is counted per slot, so the window
-// slides in steps of a tenth of it.
-const shareSlots = 10
-
-// busyTime is time spent in calls over the last shareSlots slots. Two
-// workers recording as a slot turns over can lose a call's time to the
-// reset: the share is a control, not an account (skips are exact).
-type busyTime struct {
-	slots [shareSlots]struct{ slot, ns atomic.Int64 }
-}
-
-func (b *busyTime) add(slot int64, d time.Duration) {
-	s := &b.slots[slot%shareSlots]
-	if s.slot.Load() != slot {
-		s.slot.Store(slot)
-		s.ns.Store(0)
-	}
-	s.ns.Add(int64(d))
-}
-
-// at returns the time counted in slot.
-func (b *busyTime) at(slot int64) time.Duration {
-	s := &b.slots[slot%shareSlots]
-	if s.slot.Load() != slot {
-		return 0
-	}
-	return time.Duration(s.ns.Load())
-}
-
-func (b *busyTime) sum(slot int64) time.Duration {
-	var ns int64
-	for i := range b.slots {
-		s := &b.slots[i]
-		if at := s.slot.Load(); at > slot-shareSlots && at <= slot {
-			ns += s.ns.Load()
-		}
-	}
-	return time.Duration(ns)
-}
+// shareSlots divide the window (registry.BusyTime counts per slot), so
+// the window slides in steps of a tenth of it.
+const shareSlots = registry.BusySlots
 
 // Share decides, per rule and trace, whether the rule is over its share.
 // One Share serves every worker of a pool.
@@ -118,7 +85,7 @@ func (s *Share) Waited(now time.Time) { s.waitedAt.Store(s.slot(now)) }
 
 // over reports whether r, one of n rules running, has taken more than its
 // share of the workers in the window ending now while traces waited.
-func (s *Share) over(r *Rule, n int, now time.Time) bool {
+func (s *Share) over(r *registry.Rule, n int, now time.Time) bool {
 	if s == nil || s.cfg.Disabled || n < 2 || r.Stats == nil {
 		return false
 	}
@@ -137,18 +104,18 @@ func (s *Share) over(r *Rule, n int, now time.Time) bool {
 	// Within the window, no slot may take more than twice its part: a rule
 	// that spent its whole share at once would hold every worker for that
 	// long, which is the stall the share exists to prevent.
-	if float64(r.Stats.busy.at(slot)) > 2*allowed/shareSlots {
+	if float64(r.Stats.Busy().At(slot)) > 2*allowed/shareSlots {
 		return true
 	}
-	return float64(r.Stats.busy.sum(slot)) > allowed
+	return float64(r.Stats.Busy().Sum(slot)) > allowed
 }
 
 // spent counts d of worker time against r.
-func (s *Share) spent(r *Rule, now time.Time, d time.Duration) {
+func (s *Share) spent(r *registry.Rule, now time.Time, d time.Duration) {
 	if s == nil || r.Stats == nil {
 		return
 	}
-	r.Stats.busy.add(s.slot(now), d)
+	r.Stats.Busy().Add(s.slot(now), d)
 }
 
 // Window is the window over which shares are counted.

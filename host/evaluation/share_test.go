@@ -11,6 +11,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/betracehq/betrace/host/internal/testrules"
+	"github.com/betracehq/betrace/host/registry"
 	"github.com/betracehq/betrace/host/rules"
 	"github.com/betracehq/betrace/host/sandbox"
 )
@@ -26,16 +27,16 @@ func newShiftedClock() *shiftedClock         { return &shiftedClock{} }
 // shareRules are a cheap rule and a heavy one: runaway-loop spending
 // 2,000,000 fuel (milliseconds) on every trace and never quarantined, as a
 // legal rule near its budget would.
-func shareRules(t *testing.T, clock func() time.Time) (cheap, heavy *Rule) {
+func shareRules(t *testing.T, clock func() time.Time) (cheap, heavy *registry.Rule) {
 	h := newHost(t)
-	never := rules.Config{Strikes: 1000, FaultRate: 1, Window: time.Second}
-	load := func(id string, lim sandbox.Limits) *Rule {
+	never := rules.QuarantinePolicy{Strikes: 1000, FaultRate: 1, Window: time.Second}
+	load := func(id string, lim sandbox.Limits) *registry.Rule {
 		s, err := h.Load(context.Background(), testrules.Module(t, id), lim)
 		if err != nil {
 			t.Fatalf("load %s: %v", id, err)
 		}
 		t.Cleanup(func() { s.Close(context.Background()) })
-		return &Rule{ID: id, Sandbox: s, Strikes: rules.NewStrikes(never, clock), Stats: &Stats{}}
+		return &registry.Rule{ID: id, Sandbox: s, Strikes: rules.NewStrikes(never, clock), Stats: &registry.Stats{}}
 	}
 	return load("payment-fraud-check", sandbox.Limits{}), load("runaway-loop", sandbox.Limits{Fuel: 2_000_000})
 }
@@ -51,9 +52,9 @@ func TestShareThrottlesOnlyTheHeavyRule(t *testing.T) {
 	const window = time.Second
 	reg := prometheus.NewRegistry()
 	spans := testrules.Trace(t, "payment-fraud-check.violating")
-	rs := []*Rule{cheap, heavy}
+	rs := []*registry.Rule{cheap, heavy}
 	pool := NewPool(PoolConfig{Workers: 1, Share: ShareConfig{Window: window}}, PoolDeps{
-		Rules: func() []*Rule { return rs }, Quarantine: func(context.Context, string, rules.Quarantine) {},
+		Rules: func() []*registry.Rule { return rs }, Quarantine: func(context.Context, string, rules.Quarantine) {},
 		Logger: slog.New(slog.DiscardHandler), Registerer: reg, Now: clock.now,
 	})
 	ev := New(clock.now)
@@ -62,7 +63,7 @@ func TestShareThrottlesOnlyTheHeavyRule(t *testing.T) {
 	// run evaluates traces as a pool worker does and returns, per rule,
 	// how many it ran on and how many it skipped, from the rules' stats.
 	run := func(traces int, wait bool) (ran, skipped map[string]int) {
-		before := map[string]StatsSnapshot{}
+		before := map[string]registry.StatsSnapshot{}
 		for _, r := range rs {
 			before[r.ID] = r.Stats.Snapshot(clock.now())
 		}
@@ -90,7 +91,7 @@ func TestShareThrottlesOnlyTheHeavyRule(t *testing.T) {
 		t.Fatalf("the cheap rule ran on %d of 400 traces (%d skipped): a neighbour's share must not cost it any", ran[cheap.ID], skipped[cheap.ID])
 	}
 	if skipped[heavy.ID] == 0 {
-		busy := heavy.Stats.busy.sum(pool.share.slot(clock.now()))
+		busy := heavy.Stats.Busy().Sum(pool.share.slot(clock.now()))
 		t.Fatalf("the heavy rule ran on all 400 traces, taking %v of a %v window: it was never throttled", busy, window)
 	}
 	snap := heavy.Stats.Snapshot(clock.now())
@@ -109,7 +110,7 @@ func TestShareThrottlesOnlyTheHeavyRule(t *testing.T) {
 	}
 	// Its time stays near its share: at most the share plus the calls
 	// that were running when it was reached.
-	if busy, most := heavy.Stats.busy.sum(pool.share.slot(clock.now())), window/2; busy > most+most/2 {
+	if busy, most := heavy.Stats.Busy().Sum(pool.share.slot(clock.now())), window/2; busy > most+most/2 {
 		t.Errorf("the throttled rule took %v of the window, its share is %v", busy, most)
 	}
 
@@ -159,9 +160,9 @@ func TestShareOfItsOwn(t *testing.T) {
 	now := clock.now()
 	share.Waited(now)
 	for i := range int64(shareSlots) { // more than half of one worker's second, spread over it
-		heavy.Stats.busy.add(share.slot(now)-i, 60*time.Millisecond)
+		heavy.Stats.Busy().Add(share.slot(now)-i, 60*time.Millisecond)
 	}
-	rs := []*Rule{cheap, heavy}
+	rs := []*registry.Rule{cheap, heavy}
 	if !share.over(heavy, len(rs), now) {
 		t.Fatal("600 ms of a 1 s window is over an equal share of two rules, yet the rule is not over")
 	}
@@ -175,7 +176,7 @@ func TestShareOfItsOwn(t *testing.T) {
 	heavy.Share = 0
 	later := now.Add(10 * time.Second)
 	share.Waited(later)
-	cheap.Stats.busy.add(share.slot(later), 150*time.Millisecond)
+	cheap.Stats.Busy().Add(share.slot(later), 150*time.Millisecond)
 	if !share.over(cheap, len(rs), later) {
 		t.Fatal("150 ms in one 100 ms slot is within a share of half the worker")
 	}

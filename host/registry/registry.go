@@ -50,7 +50,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/betracehq/betrace/api/abiv1"
-	"github.com/betracehq/betrace/host/evaluation"
 	"github.com/betracehq/betrace/host/rules"
 	"github.com/betracehq/betrace/host/sandbox"
 	"github.com/betracehq/betrace/host/store"
@@ -66,10 +65,10 @@ var (
 
 // Config holds what applies to every rule.
 type Config struct {
-	Quarantine rules.Config
+	Quarantine rules.QuarantinePolicy
 	// NewStrikes makes a rule's strike counter; nil counts on this
 	// instance only (rules.NewStrikes).
-	NewStrikes func(ruleID string) evaluation.Striker
+	NewStrikes func(ruleID string) Striker
 	// Instances is the sandbox pool size per rule; 0 means the sandbox default.
 	Instances int
 }
@@ -86,22 +85,22 @@ type Registry struct {
 	writing chan struct{} // the writer lock: holds a token while a change runs
 	mu      sync.Mutex    // guards entries; never held across a store call or a compile
 	entries map[string]*entry
-	active  atomic.Pointer[[]*evaluation.Rule]
+	active  atomic.Pointer[[]*Rule]
 	loaded  atomic.Bool
 }
 
 type entry struct {
 	rec     rules.Record
-	module  []byte           // bytes of the module in force
-	rule    *evaluation.Rule // nil when the module could not be loaded
+	module  []byte // bytes of the module in force
+	rule    *Rule  // nil when the module could not be loaded
 	loadErr string
-	strikes evaluation.Striker
-	stats   *evaluation.Stats
+	strikes Striker
+	stats   *Stats
 	// pending is a change made here that the store could not take yet
 	// (Redis unreachable); until it is written it is what this instance
 	// shows and runs, and rec stays the stored record.
 	pending *pending
-	shadow  *evaluation.Rule // the version installed in shadow, when loaded (shadow.go)
+	shadow  *Rule // the version installed in shadow, when loaded (shadow.go)
 }
 
 // pending is a queued change: the record it makes, when it was made, and
@@ -125,11 +124,11 @@ func (e *entry) current() rules.Record {
 // New returns an empty registry; Load fills it from the store.
 func New(cfg Config, st store.Rules, host *sandbox.Host, logger *slog.Logger, reg prometheus.Registerer, now func() time.Time) *Registry {
 	if cfg.NewStrikes == nil {
-		cfg.NewStrikes = func(string) evaluation.Striker { return rules.NewStrikes(cfg.Quarantine, now) }
+		cfg.NewStrikes = func(string) Striker { return rules.NewStrikes(cfg.Quarantine, now) }
 	}
 	r := &Registry{cfg: cfg, store: st, host: host, logger: logger, now: now, metrics: newMetrics(reg),
 		writing: make(chan struct{}, 1), entries: map[string]*entry{}}
-	r.active.Store(&[]*evaluation.Rule{})
+	r.active.Store(&[]*Rule{})
 	return r
 }
 
@@ -173,14 +172,14 @@ func writeErr(what string, err error) error {
 }
 
 func (r *Registry) newEntry(rec rules.Record) *entry {
-	return &entry{rec: rec, stats: &evaluation.Stats{}, strikes: r.cfg.NewStrikes(rec.ID)}
+	return &entry{rec: rec, stats: &Stats{}, strikes: r.cfg.NewStrikes(rec.ID)}
 }
 
 // Loaded reports whether Load has completed (for readiness).
 func (r *Registry) Loaded() bool { return r.loaded.Load() }
 
 // Active returns the rules to run now. The slice must not be modified.
-func (r *Registry) Active() []*evaluation.Rule { return *r.active.Load() }
+func (r *Registry) Active() []*Rule { return *r.active.Load() }
 
 // admit reads a record's module from the store and loads it into a
 // sandbox. It takes no lock: call it without mu.
@@ -207,7 +206,7 @@ type installed struct {
 func (r *Registry) swapSandbox(ctx context.Context, e *entry, sb *sandbox.Sandbox, module []byte) {
 	e.module = module
 	old := e.rule
-	e.rule = &evaluation.Rule{ID: e.rec.ID, Name: e.rec.Name, Severity: string(e.rec.Severity), Version: e.rec.Module.Version,
+	e.rule = &Rule{ID: e.rec.ID, Name: e.rec.Name, Severity: string(e.rec.Severity), Version: e.rec.Module.Version,
 		Sandbox: sb, Strikes: e.strikes, Stats: e.stats, Share: e.rec.Limits.Share}
 	e.loadErr = ""
 	if old != nil && old.Sandbox != sb {
@@ -221,7 +220,7 @@ func (r *Registry) limits(l rules.Limits) sandbox.Limits {
 
 // publish rebuilds the snapshot of active rules; call with mu held.
 func (r *Registry) publish() {
-	active := make([]*evaluation.Rule, 0, len(r.entries))
+	active := make([]*Rule, 0, len(r.entries))
 	counts := map[rules.State]int{}
 	for _, id := range r.sortedIDs() {
 		e := r.entries[id]
@@ -261,7 +260,7 @@ type View struct {
 	// the store yet (it was unreachable); it is written when the store is
 	// back, and other instances do not know of it until then.
 	Pending bool
-	Stats   evaluation.StatsSnapshot
+	Stats   StatsSnapshot
 	Shadow  *ShadowView // the version in shadow, if any
 }
 
@@ -1027,7 +1026,7 @@ func (r *Registry) Close(ctx context.Context) {
 		}
 	}
 	r.entries = map[string]*entry{}
-	r.active.Store(&[]*evaluation.Rule{})
+	r.active.Store(&[]*Rule{})
 }
 
 type metrics struct {

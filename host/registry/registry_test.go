@@ -34,7 +34,7 @@ func open(t *testing.T, dir string) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := New(Config{Quarantine: rules.DefaultConfig()}, st, h, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry(), time.Now)
+	r := New(Config{Quarantine: rules.DefaultQuarantinePolicy()}, st, h, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry(), time.Now)
 	if err := r.Load(context.Background()); err != nil {
 		t.Fatal(err)
 	}

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/betracehq/betrace/host/evaluation"
 	"github.com/betracehq/betrace/host/rules"
 	"github.com/betracehq/betrace/host/sandbox"
 )
@@ -24,7 +23,7 @@ type ShadowView struct {
 	// (Reason says why), or while its module failed to load here.
 	Running bool
 	Reason  string
-	Stats   evaluation.StatsSnapshot
+	Stats   StatsSnapshot
 }
 
 func (e *entry) shadowView() *ShadowView {
@@ -159,8 +158,8 @@ func (r *Registry) afterShadowChange(ctx context.Context, id string, v View) Vie
 // of its own; call with mu held.
 func (r *Registry) setShadow(ctx context.Context, e *entry, sb *sandbox.Sandbox) {
 	closeShadow(ctx, e)
-	e.shadow = &evaluation.Rule{ID: e.rec.ID, Name: e.rec.Name, Severity: string(e.rec.Severity), Version: e.rec.Shadow.Version,
-		Sandbox: sb, Strikes: rules.NewStrikes(r.cfg.Quarantine, r.now), Stats: &evaluation.Stats{}, Share: e.rec.Limits.Share, Shadow: true}
+	e.shadow = &Rule{ID: e.rec.ID, Name: e.rec.Name, Severity: string(e.rec.Severity), Version: e.rec.Shadow.Version,
+		Sandbox: sb, Strikes: rules.NewStrikes(r.cfg.Quarantine, r.now), Stats: &Stats{}, Share: e.rec.Limits.Share, Shadow: true}
 }
 
 // closeShadow closes the entry's shadow sandbox, after calls in flight.
@@ -174,7 +173,7 @@ func closeShadow(ctx context.Context, e *entry) {
 // withShadows appends the shadow versions that run to active: every one
 // loaded on an enabled rule, quarantined or not (a fix for a quarantined
 // rule is what a shadow is for). Call with mu held.
-func (r *Registry) withShadows(active []*evaluation.Rule) []*evaluation.Rule {
+func (r *Registry) withShadows(active []*Rule) []*Rule {
 	for _, id := range r.sortedIDs() {
 		e := r.entries[id]
 		if e.shadow == nil || e.rec.Shadow == nil || !e.current().Enabled {

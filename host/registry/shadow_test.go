@@ -50,7 +50,7 @@ func TestShadowLifecycle(t *testing.T) {
 		t.Errorf("active: %v", got)
 	}
 
-	other := New(Config{Quarantine: rules.DefaultConfig()}, f.store, f.host, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry(), time.Now)
+	other := New(Config{Quarantine: rules.DefaultQuarantinePolicy()}, f.store, f.host, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry(), time.Now)
 	t.Cleanup(func() { other.Close(ctx) })
 	if err := other.Load(ctx); err != nil {
 		t.Fatal(err)

@@ -40,7 +40,7 @@ func openOnRedis(t *testing.T, srv *redistest.Server, timeout time.Duration) *on
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := New(Config{Quarantine: rules.DefaultConfig()}, st, h, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry(), time.Now)
+	r := New(Config{Quarantine: rules.DefaultQuarantinePolicy()}, st, h, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry(), time.Now)
 	if err := r.Load(ctx); err != nil {
 		t.Fatal(err)
 	}

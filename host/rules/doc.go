@@ -4,8 +4,8 @@
 //
 // A strike is a sandbox fault that is the rule's own doing: fuel exhausted,
 // memory cap reached, a trap or panic, a broken ABI record. One strike is
-// noise; Config.Strikes strikes within Config.Window mean the rule is broken
-// or hostile, and it is quarantined with a record of why (reason, last
+// noise; QuarantinePolicy.Strikes strikes within QuarantinePolicy.Window
+// mean the rule is broken or hostile, and it is quarantined with a record of why (reason, last
 // error, fuel used, the trace that tipped it) so an operator can decide.
 // Enabling the rule again clears the record and the strikes. A canceled
 // evaluation (shutdown, deadline) is never a strike.

@@ -7,13 +7,13 @@ import (
 	"time"
 )
 
-// Config sets when faults become a quarantine. A rule is quarantined when,
-// within Window, it faulted at least Strikes times and on at least
+// QuarantinePolicy sets when faults become a quarantine. A rule is
+// quarantined when, within Window, it faulted at least Strikes times and on at least
 // FaultRate of its evaluations. The count stops a broken rule within a few
 // traces; the rate keeps a healthy rule that faults on a few pathological
 // traces (which a sender can craft at will) in service, each fault still
 // recorded, counted and shown on the rule.
-type Config struct {
+type QuarantinePolicy struct {
 	// Strikes is the fewest faults within Window that quarantine. Default 3.
 	Strikes int
 	// FaultRate is the smallest share of evaluations within Window that
@@ -23,20 +23,20 @@ type Config struct {
 	Window time.Duration
 }
 
-// Defaults of Config.
+// Defaults of QuarantinePolicy.
 const (
 	DefaultStrikes   = 3
 	DefaultFaultRate = 0.5
 	DefaultWindow    = time.Minute
 )
 
-// DefaultConfig returns Config at its defaults.
-func DefaultConfig() Config {
-	return Config{Strikes: DefaultStrikes, FaultRate: DefaultFaultRate, Window: DefaultWindow}
+// DefaultQuarantinePolicy returns QuarantinePolicy at its defaults.
+func DefaultQuarantinePolicy() QuarantinePolicy {
+	return QuarantinePolicy{Strikes: DefaultStrikes, FaultRate: DefaultFaultRate, Window: DefaultWindow}
 }
 
 // Validate names every field out of range.
-func (c Config) Validate() error {
+func (c QuarantinePolicy) Validate() error {
 	var errs []error
 	if c.Strikes < 1 || c.Strikes > 1000 {
 		errs = append(errs, fmt.Errorf("quarantine strikes %d must be between 1 and 1000", c.Strikes))
@@ -74,7 +74,7 @@ type Quarantine struct {
 // Strikes counts one rule's faults and evaluations over the window. It is
 // safe for concurrent use.
 type Strikes struct {
-	cfg Config
+	cfg QuarantinePolicy
 	now func() time.Time
 
 	mu          sync.Mutex
@@ -83,7 +83,7 @@ type Strikes struct {
 }
 
 // NewStrikes returns a counter; now is the clock (time.Now in production).
-func NewStrikes(cfg Config, now func() time.Time) *Strikes {
+func NewStrikes(cfg QuarantinePolicy, now func() time.Time) *Strikes {
 	return &Strikes{cfg: cfg, now: now, window: NewWindow(cfg.Window)}
 }
 
@@ -115,7 +115,7 @@ func (s *Strikes) Record(st Strike) (q Quarantine, tripped bool) {
 }
 
 // Trips reports whether faults among evals, within the window, quarantine.
-func (c Config) Trips(faults, evals int) bool {
+func (c QuarantinePolicy) Trips(faults, evals int) bool {
 	return faults >= c.Strikes && float64(faults) >= c.FaultRate*float64(evals)
 }
 

@@ -26,7 +26,7 @@ func TestStrikes(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			c := &clock{t: base}
-			s := NewStrikes(DefaultConfig(), c.now)
+			s := NewStrikes(DefaultQuarantinePolicy(), c.now)
 			got := -1
 			for i, off := range tt.offsets {
 				c.t = base.Add(off)
@@ -69,7 +69,7 @@ func TestStrikesFaultRate(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := &clock{t: base}
-			s := NewStrikes(DefaultConfig(), c.now)
+			s := NewStrikes(DefaultQuarantinePolicy(), c.now)
 			got := -1
 			for i, e := range tc.pattern {
 				c.t = c.t.Add(100 * time.Millisecond)
@@ -107,7 +107,7 @@ func TestWindowSlides(t *testing.T) {
 
 func TestStrikesClear(t *testing.T) {
 	c := &clock{t: time.Unix(0, 0)}
-	s := NewStrikes(Config{Strikes: 2, Window: time.Minute}, c.now)
+	s := NewStrikes(QuarantinePolicy{Strikes: 2, Window: time.Minute}, c.now)
 	s.Record(Strike{Reason: "trap"})
 	if _, tripped := s.Record(Strike{Reason: "trap"}); !tripped {
 		t.Fatal("second strike did not quarantine")
@@ -125,7 +125,7 @@ func TestStrikesClear(t *testing.T) {
 }
 
 func TestStrikesConcurrent(t *testing.T) {
-	s := NewStrikes(Config{Strikes: 5, Window: time.Hour}, time.Now)
+	s := NewStrikes(QuarantinePolicy{Strikes: 5, Window: time.Hour}, time.Now)
 	var wg sync.WaitGroup
 	trips := make(chan struct{}, 100)
 	for range 8 {
@@ -146,10 +146,10 @@ func TestStrikesConcurrent(t *testing.T) {
 }
 
 func TestConfigValidate(t *testing.T) {
-	if err := DefaultConfig().Validate(); err != nil {
+	if err := DefaultQuarantinePolicy().Validate(); err != nil {
 		t.Fatal(err)
 	}
-	for _, c := range []Config{{Strikes: 0, Window: time.Minute}, {Strikes: 3, Window: -1}, {Strikes: 3, FaultRate: 1.5, Window: time.Minute}, {Strikes: 3, FaultRate: -0.1, Window: time.Minute}} {
+	for _, c := range []QuarantinePolicy{{Strikes: 0, Window: time.Minute}, {Strikes: 3, Window: -1}, {Strikes: 3, FaultRate: 1.5, Window: time.Minute}, {Strikes: 3, FaultRate: -0.1, Window: time.Minute}} {
 		if err := c.Validate(); err == nil {
 			t.Errorf("bad config %+v accepted", c)
 		}

@@ -83,7 +83,7 @@ type Config struct {
 	Export     export.Config
 	Recorder   recorder.Config
 	Store      embedded.Config // Dir defaults to DataDir
-	Quarantine rules.Config
+	Quarantine rules.QuarantinePolicy
 	// Redis, when its URL is set, replaces the embedded store and makes
 	// this instance a member of the cluster described by Cluster.
 	Redis   redisstore.Config
@@ -104,7 +104,7 @@ func DefaultConfig() Config {
 		Export:          export.DefaultConfig(),
 		Recorder:        recorder.DefaultConfig(),
 		Store:           embedded.DefaultConfig(),
-		Quarantine:      rules.DefaultConfig(),
+		Quarantine:      rules.DefaultQuarantinePolicy(),
 		Redis:           redisstore.DefaultConfig(),
 		Cluster:         cluster.DefaultConfig(),
 		Version:         "dev",
@@ -172,8 +172,8 @@ type Service struct {
 	host  *sandbox.Host
 	// throughput samples spans/s for the console's overview.
 	throughput *console.Throughput
-	cluster    *clustered // nil on the embedded store
-	rules      *registry.Registry
+	cluster    *clustered         // nil on the embedded store
+	live       *registry.Registry // the live rule set
 	exporter   *export.Exporter
 	recorder   *recorder.Recorder
 	pool       *evaluation.Pool
@@ -224,9 +224,9 @@ func New(cfg Config, logger *slog.Logger) (*Service, error) {
 			func() float64 { return float64(s.host.MemoryInUse()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "betrace_rule_memory_budget_bytes", Help: "Budget for the linear memory of every rule instance together (BETRACE_RULE_MEMORY_BUDGET)."},
 			func() float64 { return float64(s.host.MemoryBudget()) }))
-	s.rules = registry.New(regCfg, st, s.host, logger.With("component", "rules"), reg, now)
+	s.live = registry.New(regCfg, st, s.host, logger.With("component", "rules"), reg, now)
 	if s.cluster != nil {
-		s.cluster.rules = s.rules
+		s.cluster.rules = s.live
 	}
 
 	s.exporter, err = export.New(cfg.Export, logger.With("component", "export"), reg)
@@ -245,7 +245,7 @@ func New(cfg Config, logger *slog.Logger) (*Service, error) {
 		return nil, err
 	}
 	s.pool = evaluation.NewPool(evaluation.PoolConfig{Workers: cfg.Workers, Share: cfg.Share, EvidenceSpans: cfg.EvidenceSpans}, evaluation.PoolDeps{
-		Rules:      s.rules.Active,
+		Rules:      s.live.Active,
 		Record:     s.recorder.Record,
 		Quarantine: s.quarantine,
 		Tape:       s.tape(reg),
@@ -276,7 +276,7 @@ func New(cfg Config, logger *slog.Logger) (*Service, error) {
 
 	hr := health.New(2 * time.Second)
 	hr.Register("rules", func(context.Context) error {
-		if !s.rules.Loaded() {
+		if !s.live.Loaded() {
 			return errors.New("rules are still loading")
 		}
 		return nil
@@ -298,7 +298,7 @@ func New(cfg Config, logger *slog.Logger) (*Service, error) {
 	}
 	s.http = &http.Server{
 		Handler: httpapi.New(httpapi.Config{APIToken: cfg.APIToken}, httpapi.Deps{
-			Rules: s.rules, Violations: st, Health: hr, Gatherer: reg,
+			Rules: s.live, Violations: st, Health: hr, Gatherer: reg,
 			Ingest:  handlers,
 			Console: ui,
 			Trial:   s.newTrial(logger),
@@ -401,7 +401,7 @@ func (p pushback) Unwrap() error        { return p.err }
 func (s *Service) quarantine(ctx context.Context, ruleID string, q rules.Quarantine) {
 	ctx = context.WithoutCancel(ctx)
 	go func() {
-		if err := s.rules.Quarantine(ctx, ruleID, q); err != nil {
+		if err := s.live.Quarantine(ctx, ruleID, q); err != nil {
 			s.logger.Error("could not record a rule's quarantine", "rule_id", ruleID, "err", err)
 		}
 	}()
@@ -419,7 +419,7 @@ type component struct {
 func (s *Service) components() []component {
 	cs := []component{
 		{"storage", nil, func(context.Context) error { return s.closeStorage() }},
-		{"rules", s.rules.Load, func(ctx context.Context) error { s.rules.Close(ctx); return nil }},
+		{"rules", s.live.Load, func(ctx context.Context) error { s.live.Close(ctx); return nil }},
 	}
 	if s.cluster != nil {
 		cs = append(cs, component{"cluster", s.cluster.Start, s.cluster.Shutdown}) // spool and rule sync, below the recorder
@@ -457,7 +457,7 @@ func (s *Service) Start(ctx context.Context) error {
 		}
 	}
 	s.logger.Info("betrace serving", "http", s.listener.Addr().String(), "otlp_grpc", s.receiver.GRPCAddr(), "data_dir", s.cfg.DataDir,
-		"rules", len(s.rules.List()), "version", s.cfg.Version,
+		"rules", len(s.live.List()), "version", s.cfg.Version,
 		"trace_settle", s.cfg.Traces.Settle.String(), "trace_idle_timeout", s.cfg.Traces.IdleTimeout.String(), "trace_max_age", s.cfg.Traces.MaxAge.String(),
 		"trace_max_spans", s.cfg.Traces.MaxSpans, "trace_buffer_bytes", s.cfg.Traces.MaxBytes,
 		"rule_fuel", sandbox.DefaultFuel, "rule_memory_pages", sandbox.DefaultMemoryPages, "rule_memory_budget", s.host.MemoryBudget(),

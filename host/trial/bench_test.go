@@ -14,6 +14,7 @@ import (
 	"github.com/betracehq/betrace/host/dsl"
 	"github.com/betracehq/betrace/host/evaluation"
 	"github.com/betracehq/betrace/host/internal/testrules"
+	"github.com/betracehq/betrace/host/registry"
 	"github.com/betracehq/betrace/host/rules"
 	"github.com/betracehq/betrace/host/sandbox"
 	"github.com/betracehq/betrace/host/violations"
@@ -29,20 +30,20 @@ import (
 // the medians of the rounds' ratios to the same round's "alone".
 func BenchmarkLiveDuringReplay(b *testing.B) {
 	h := newHost(b)
-	var live []*evaluation.Rule
+	var live []*registry.Rule
 	for _, id := range testrules.Real {
 		sb, err := h.Load(context.Background(), testrules.Module(b, id), sandbox.Limits{})
 		if err != nil {
 			b.Fatal(err)
 		}
 		b.Cleanup(func() { sb.Close(context.Background()) })
-		live = append(live, &evaluation.Rule{ID: id, Sandbox: sb, Strikes: rules.NewStrikes(rules.DefaultConfig(), time.Now)})
+		live = append(live, &registry.Rule{ID: id, Sandbox: sb, Strikes: rules.NewStrikes(rules.DefaultQuarantinePolicy(), time.Now)})
 	}
 	traces := mixedTraces(b, 20)
 	ctx := context.Background()
 	tape := NewTape(DefaultTapeBytes, nil)
 	pool := evaluation.NewPool(evaluation.PoolConfig{}, evaluation.PoolDeps{
-		Rules:      func() []*evaluation.Rule { return live },
+		Rules:      func() []*registry.Rule { return live },
 		Record:     violations.Sink(func(context.Context, time.Time, []violations.Violation) error { return nil }),
 		Quarantine: func(context.Context, string, rules.Quarantine) {},
 		Tape:       tape.Add,
@@ -56,7 +57,7 @@ func BenchmarkLiveDuringReplay(b *testing.B) {
 	for _, spans := range traces { // a tape to replay
 		tape.Add(spans[0].TraceID, enc.Encode(spans, 0), uint32(len(spans)), time.Now())
 	}
-	never := rules.Config{Strikes: 1 << 30, Window: time.Hour}
+	never := rules.QuarantinePolicy{Strikes: 1 << 30, Window: time.Hour}
 	cfg := Config{ReplayFuel: 1 << 62, ReplayTimeout: time.Hour, Quarantine: never}
 	yielding := NewRunner(cfg, Deps{Host: h, Tape: tape, Busy: func() bool { return pool.Waiting() > 0 }})
 	greedy := NewRunner(cfg, Deps{Host: h, Tape: tape})
@@ -150,7 +151,7 @@ func BenchmarkReplaySpeed(b *testing.B) {
 		tape.Add(spans[0].TraceID, enc.Encode(spans, 0), uint32(len(spans)), time.Now())
 		entries++
 	}
-	never := rules.Config{Strikes: 1 << 30, Window: time.Hour}
+	never := rules.QuarantinePolicy{Strikes: 1 << 30, Window: time.Hour}
 	r := NewRunner(Config{ReplayFuel: 1 << 62, ReplayTimeout: time.Hour, Quarantine: never}, Deps{Host: h, Tape: tape})
 	rule, err := dsl.Parse("when { payment.charge } always { fraud.check }")
 	if err != nil {

@@ -45,7 +45,7 @@ type Config struct {
 	ListLimit int
 	// Quarantine decides when a candidate's faults stop a replay: when
 	// they would quarantine it live.
-	Quarantine rules.Config
+	Quarantine rules.QuarantinePolicy
 }
 
 func (c Config) withDefaults() Config {
@@ -64,8 +64,8 @@ func (c Config) withDefaults() Config {
 	if c.ListLimit <= 0 {
 		c.ListLimit = DefaultListLimit
 	}
-	if c.Quarantine == (rules.Config{}) {
-		c.Quarantine = rules.DefaultConfig()
+	if c.Quarantine == (rules.QuarantinePolicy{}) {
+		c.Quarantine = rules.DefaultQuarantinePolicy()
 	}
 	return c
 }

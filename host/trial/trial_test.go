@@ -16,6 +16,7 @@ import (
 	"github.com/betracehq/betrace/host/abi"
 	"github.com/betracehq/betrace/host/evaluation"
 	"github.com/betracehq/betrace/host/internal/testrules"
+	"github.com/betracehq/betrace/host/registry"
 	"github.com/betracehq/betrace/host/rules"
 	"github.com/betracehq/betrace/host/sandbox"
 	"github.com/betracehq/betrace/host/traces"
@@ -142,7 +143,7 @@ func mixedTraces(t testing.TB, copies int) [][]traces.Span {
 // live runs traces through a real evaluation pool with the given rules,
 // the tape fed as in the service, and returns what the pool recorded: the
 // violations of each rule, by trace.
-func live(t *testing.T, tape *Tape, rs []*evaluation.Rule, all [][]traces.Span) map[string]map[string][]string {
+func live(t *testing.T, tape *Tape, rs []*registry.Rule, all [][]traces.Span) map[string]map[string][]string {
 	t.Helper()
 	var (
 		mu  sync.Mutex
@@ -150,7 +151,7 @@ func live(t *testing.T, tape *Tape, rs []*evaluation.Rule, all [][]traces.Span) 
 	)
 	var done sync.WaitGroup
 	pool := evaluation.NewPool(evaluation.PoolConfig{Workers: 2}, evaluation.PoolDeps{
-		Rules: func() []*evaluation.Rule { return rs },
+		Rules: func() []*registry.Rule { return rs },
 		Record: violations.Sink(func(_ context.Context, _ time.Time, vs []violations.Violation) error {
 			mu.Lock()
 			defer mu.Unlock()
@@ -185,13 +186,13 @@ func live(t *testing.T, tape *Tape, rs []*evaluation.Rule, all [][]traces.Span) 
 	return got
 }
 
-func loadLive(t *testing.T, h *sandbox.Host, id string) *evaluation.Rule {
+func loadLive(t *testing.T, h *sandbox.Host, id string) *registry.Rule {
 	sb, err := h.Load(context.Background(), testrules.Module(t, id), sandbox.Limits{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { sb.Close(context.Background()) })
-	return &evaluation.Rule{ID: id, Sandbox: sb, Strikes: rules.NewStrikes(rules.DefaultConfig(), time.Now)}
+	return &registry.Rule{ID: id, Sandbox: sb, Strikes: rules.NewStrikes(rules.DefaultQuarantinePolicy(), time.Now)}
 }
 
 func load(t *testing.T, r *Runner, id string, fuel uint64) *sandbox.Sandbox {
@@ -213,7 +214,7 @@ func TestTestAndReplayMatchLive(t *testing.T) {
 	h := newHost(t)
 	tape := NewTape(DefaultTapeBytes, prometheus.NewRegistry())
 	all := mixedTraces(t, 3)
-	recorded := live(t, tape, []*evaluation.Rule{loadLive(t, h, "payment-fraud-check"), loadLive(t, h, "pii-access-audit")}, all)
+	recorded := live(t, tape, []*registry.Rule{loadLive(t, h, "payment-fraud-check"), loadLive(t, h, "pii-access-audit")}, all)
 	if n, _ := tape.Len(); n != len(all) {
 		t.Fatalf("the tape holds %d traces after the pool evaluated %d", n, len(all))
 	}
@@ -337,7 +338,7 @@ func TestReplayRunawayStopped(t *testing.T) {
 		stopped   string
 	}{
 		{"quarantine", Config{}, rules.DefaultStrikes, "as live evaluation would quarantine the rule"},
-		{"replay fuel", Config{ReplayFuel: 5 * fuel, Quarantine: rules.Config{Strikes: 1000, Window: time.Hour}}, 5, "fuel budget of 10000000 was spent after 5 of 50 traces"},
+		{"replay fuel", Config{ReplayFuel: 5 * fuel, Quarantine: rules.QuarantinePolicy{Strikes: 1000, Window: time.Hour}}, 5, "fuel budget of 10000000 was spent after 5 of 50 traces"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			r := NewRunner(c.cfg, Deps{Host: h, Tape: tape})

@@ -1,4 +1,4 @@
-package evaluation
+package registry
 
 import (
 	"slices"
@@ -10,12 +10,17 @@ import (
 // fuelWindow is how many recent calls the fuel percentile looks at.
 const fuelWindow = 1024
 
+// SkipOverShare is the reason of an evaluation skipped because its rule
+// had taken more than its share of the workers; Stats shows it as the
+// reason a rule is throttled.
+const SkipOverShare = "over_share"
+
 // Stats counts one rule's evaluations for the API. It is safe for
 // concurrent use; a nil *Stats ignores everything.
 type Stats struct {
 	evaluations, violations, errors, skipped atomic.Uint64
 
-	busy           busyTime     // worker time in calls (Share)
+	busy           BusyTime     // worker time in calls (evaluation.Share)
 	throttledUntil atomic.Int64 // unix ns: the last skip, plus the share window
 
 	mu   sync.Mutex
@@ -24,7 +29,9 @@ type Stats struct {
 	next int
 }
 
-func (s *Stats) record(violations int, failed bool, fuel uint64) {
+// Record counts one evaluation: the violations it reported, whether it
+// failed and the fuel it used.
+func (s *Stats) Record(violations int, failed bool, fuel uint64) {
 	if s == nil {
 		return
 	}
@@ -40,12 +47,23 @@ func (s *Stats) record(violations int, failed bool, fuel uint64) {
 	s.mu.Unlock()
 }
 
-func (s *Stats) skip(now time.Time, window time.Duration) {
+// Skip counts an evaluation skipped at now because the rule was over its
+// share; the rule shows as throttled for window from now.
+func (s *Stats) Skip(now time.Time, window time.Duration) {
 	if s == nil {
 		return
 	}
 	s.skipped.Add(1)
 	s.throttledUntil.Store(now.Add(window).UnixNano())
+}
+
+// Busy is the worker time the rule's calls took, which the evaluation's
+// fair share counts; nil for a nil *Stats.
+func (s *Stats) Busy() *BusyTime {
+	if s == nil {
+		return nil
+	}
+	return &s.busy
 }
 
 // StatsSnapshot is what Stats.Snapshot reports.
@@ -55,7 +73,7 @@ type StatsSnapshot struct {
 	Errors      uint64 `json:"errors"`
 	FuelP99     uint64 `json:"fuelP99"` // over the last 1,024 calls
 	// Skipped counts evaluations not run because the rule was over its
-	// share of the workers (Share).
+	// share of the workers (evaluation.Share).
 	Skipped uint64 `json:"skipped"`
 	// Throttled is set while the rule is skipping evaluations.
 	Throttled *Throttled `json:"throttled,omitempty"`
@@ -85,4 +103,46 @@ func (s *Stats) Snapshot(now time.Time) StatsSnapshot {
 		snap.FuelP99 = recent[(len(recent)*99+99)/100-1]
 	}
 	return snap
+}
+
+// BusySlots divide the share window; time is counted per slot, so the
+// window slides in steps of a tenth of it.
+const BusySlots = 10
+
+// BusyTime is time spent in calls over the last BusySlots slots. Two
+// workers recording as a slot turns over can lose a call's time to the
+// reset: the share is a control, not an account (skips are exact).
+type BusyTime struct {
+	slots [BusySlots]struct{ slot, ns atomic.Int64 }
+}
+
+// Add counts d in slot.
+func (b *BusyTime) Add(slot int64, d time.Duration) {
+	s := &b.slots[slot%BusySlots]
+	if s.slot.Load() != slot {
+		s.slot.Store(slot)
+		s.ns.Store(0)
+	}
+	s.ns.Add(int64(d))
+}
+
+// At returns the time counted in slot.
+func (b *BusyTime) At(slot int64) time.Duration {
+	s := &b.slots[slot%BusySlots]
+	if s.slot.Load() != slot {
+		return 0
+	}
+	return time.Duration(s.ns.Load())
+}
+
+// Sum returns the time counted in the BusySlots slots ending with slot.
+func (b *BusyTime) Sum(slot int64) time.Duration {
+	var ns int64
+	for i := range b.slots {
+		s := &b.slots[i]
+		if at := s.slot.Load(); at > slot-BusySlots && at <= slot {
+			ns += s.ns.Load()
+		}
+	}
+	return time.Duration(ns)
 }
