@@ -13,10 +13,6 @@ import (
 	"github.com/betracehq/betrace/host/traces"
 )
 
-// Striker is registry.Striker, the strike counter a rule carries; the name
-// stays here for wiring that still spells it so.
-type Striker = registry.Striker
-
 // Verdict is what one rule said about one trace.
 type Verdict struct {
 	Rule       *registry.Rule

@@ -11,7 +11,6 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/betracehq/betrace/host/cluster"
-	"github.com/betracehq/betrace/host/evaluation"
 	"github.com/betracehq/betrace/host/internal/bearer"
 	"github.com/betracehq/betrace/host/registry"
 	"github.com/betracehq/betrace/host/store"
@@ -74,7 +73,7 @@ func newClustered(cfg Config, logger *slog.Logger, reg prometheus.Registerer, no
 	return c, nil
 }
 
-func (c *clustered) strikes(ruleID string) evaluation.Striker {
+func (c *clustered) strikes(ruleID string) registry.Striker {
 	return cluster.NewStrikes(c.client, c.cfg.Redis.Prefix, ruleID, c.cfg.Quarantine, c.cfg.Cluster.Timeout, c.now)
 }
 
