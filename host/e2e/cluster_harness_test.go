@@ -54,6 +54,10 @@ type clusterOptions struct {
 	GRPC bool
 	// AppendOnly makes Redis keep its data across Stop and Start.
 	AppendOnly bool
+	// RedisURL, when set, is the Redis the members share (a Sentinel
+	// group or a Cluster the test started) instead of a server of the
+	// cluster's own; redis is nil then.
+	RedisURL string
 }
 
 // testCluster is BeTrace instances sharing one redis-server of their own.
@@ -73,8 +77,10 @@ func startCluster(t testing.TB, opts clusterOptions) *testCluster {
 	t.Helper()
 	c := &testCluster{
 		opts:   opts,
-		redis:  redistest.StartWith(t, redistest.Options{AppendOnly: opts.AppendOnly}),
 		prefix: "betrace-e2e:", // not the default: the prefix must reach every key
+	}
+	if opts.RedisURL == "" {
+		c.redis = redistest.StartWith(t, redistest.Options{AppendOnly: opts.AppendOnly})
 	}
 	for range opts.Size {
 		c.add(t)
@@ -89,7 +95,7 @@ func (c *testCluster) add(t testing.TB) *server {
 	id := fmt.Sprintf("node-%d", len(c.nodes)+1)
 	port := mustFreePort(t)
 	env := map[string]string{
-		"BETRACE_REDIS_URL":      c.redis.URL(),
+		"BETRACE_REDIS_URL":      c.redisURL(),
 		"BETRACE_REDIS_PREFIX":   c.prefix,
 		"BETRACE_INSTANCE_ID":    id,
 		"BETRACE_ADVERTISE_ADDR": "127.0.0.1:" + port,
@@ -105,6 +111,13 @@ func (c *testCluster) add(t testing.TB) *server {
 	c.ids = append(c.ids, id)
 	c.dead = append(c.dead, false)
 	return s
+}
+
+func (c *testCluster) redisURL() string {
+	if c.opts.RedisURL != "" {
+		return c.opts.RedisURL
+	}
+	return c.redis.URL()
 }
 
 // kill sends SIGKILL to node i.
