@@ -42,7 +42,7 @@ test-deps: ## install what the tests need (redis-server, jq, chromium) when miss
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    echo "installing$$missing for the tests"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq$$missing >/dev/null || exit 1; \
+	    apt-get -o DPkg::Lock::Timeout=300 update -qq && DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y -qq$$missing >/dev/null || exit 1; \
 	  else echo "the tests need$$missing: install them (for example: sudo apt-get install$$missing)"; exit 1; fi; \
 	fi
 
