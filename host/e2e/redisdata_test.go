@@ -277,10 +277,11 @@ func TestServeExitsOnAStoreError(t *testing.T) {
 }
 
 // TestValidateRedisURLAsStartUp: --validate refuses a Redis URL that
-// start-up could not dial (a list of addresses), and accepts one it can.
+// start-up could not dial (a list of addresses), names the URL forms that
+// take several, and accepts one it can.
 func TestValidateRedisURLAsStartUp(t *testing.T) {
 	t.Parallel()
 	runBetrace(t, []string{"BETRACE_REDIS_URL=redis://h1:6379,h2:6379/0"}, "serve", "--validate").
-		want(t, 1, nil, "several addresses", "Redis Cluster is not supported")
+		want(t, 1, nil, "several addresses", "redis+sentinel://", "redis+cluster://")
 	runBetrace(t, []string{"BETRACE_REDIS_URL=redis://h1:6379/0"}, "serve", "--validate").want(t, 0, nil)
 }
